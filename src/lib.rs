@@ -1,4 +1,31 @@
 //! quicmatch: a WebTransport signaling server for random one-to-one video chat.
+//!
+//! People say who they are, get matched with a stranger of the opposite
+//! gender, and their browsers set up a peer-to-peer WebRTC call; the server
+//! carries only signaling (offer, answer, ICE candidates) on one WebTransport
+//! stream and text chat in datagrams. The wire contract is `docs/protocol.md`.
+//!
+//! Layout, from the wire inwards:
+//! - [`protocol`]: the message types and limits; [`codec`]: their bytes.
+//! - [`registry`]: the matching state machine (sans I/O).
+//! - [`hub`]: the registry plus the sessions' [`peer`] handles, under one lock.
+//! - [`session`]: one task per session; [`ratelimit`]: its flood guard.
+//! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`].
+//! - [`http`]: the sidecar; [`config`]: flags and environment; [`ice`]: STUN/TURN.
+//! - [`client`]: a native Rust client.
+#![warn(missing_docs)]
+
+pub mod client;
 pub mod codec;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod ice;
+pub mod peer;
 pub mod protocol;
+pub mod ratelimit;
 pub mod registry;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod transport;

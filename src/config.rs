@@ -1,0 +1,107 @@
+//! Server configuration: command-line flags, each with an environment fallback.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::DEFAULT_MIN_AGE;
+
+/// Everything an operator can set; `quicmatch --help` explains each.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "quicmatch", version, about = "WebTransport signaling server for random one-to-one video chat")]
+pub struct Config {
+    /// UDP port of the WebTransport endpoint (and, unless --http-port is given, the TCP port of the HTTP sidecar). 0 picks a free port.
+    #[arg(long, env = "PORT", default_value_t = 5000)]
+    pub port: u16,
+
+    /// TCP port of the HTTP sidecar (/health, /api/stats, /api/webtransport, the web app). Defaults to --port.
+    #[arg(long, env = "HTTP_PORT")]
+    pub http_port: Option<u16>,
+
+    /// Addresses to listen on, repeatable or comma-separated. `::` listens on every IPv4 and IPv6 address.
+    #[arg(long, env = "BIND", value_delimiter = ',', default_value = "::")]
+    pub bind: Vec<IpAddr>,
+
+    /// PEM certificate chain. Without it (and without certs/cert.pem), a self-signed certificate is made and rotated.
+    #[arg(long, env = "CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, env = "KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Host names and addresses the self-signed certificate is valid for, besides localhost, 127.0.0.1 and ::1.
+    #[arg(long = "cert-name", env = "CERT_NAMES", value_delimiter = ',')]
+    pub cert_names: Vec<String>,
+
+    /// Youngest age a profile may give.
+    #[arg(long, env = "MIN_AGE", default_value_t = DEFAULT_MIN_AGE, value_parser = clap::value_parser!(u8).range(1..=120))]
+    pub min_age: u8,
+
+    /// Most sessions at once; a session over it is closed with code 4.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 20_000)]
+    pub max_sessions: usize,
+
+    /// Signaling frames a session may send per second (burst the same). At least 50, as the protocol promises.
+    #[arg(long, env = "FRAME_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(50..))]
+    pub frame_rate: u32,
+
+    /// Chat datagrams a session may send per second (burst the same). At least 20, as the protocol promises.
+    #[arg(long, env = "DATAGRAM_RATE", default_value_t = 40, value_parser = clap::value_parser!(u32).range(20..))]
+    pub datagram_rate: u32,
+
+    /// Bytes a session's outbound queue may hold; a session that does not read its stream past this is closed (code 2).
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Seconds of silence after which a session is considered lost.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds between the server's keep-alive packets, which keep an idle browser tab connected.
+    #[arg(long, env = "KEEP_ALIVE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub keep_alive_secs: u64,
+
+    /// Kernel UDP receive and send buffer size in bytes (raise net.core.rmem_max / wmem_max to allow large values).
+    #[arg(long, env = "UDP_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub udp_buffer_bytes: usize,
+
+    /// STUN server URLs handed to matched clients, repeatable or comma-separated (e.g. stun:stun.example.org:3478).
+    #[arg(long = "stun", env = "STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+
+    /// TURN server URLs, repeatable or comma-separated; credentials are minted per match from --turn-secret.
+    #[arg(long = "turn", env = "TURN_URLS", value_delimiter = ',', requires = "turn_secret")]
+    pub turn_urls: Vec<String>,
+
+    /// Shared secret of the TURN server (coturn's static-auth-secret with use-auth-secret).
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of minted TURN credentials, in seconds.
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = 86_400)]
+    pub turn_ttl_secs: u64,
+
+    /// Label after the expiry in minted TURN usernames (`expiry:label`).
+    #[arg(long, env = "TURN_LABEL", default_value = "quicmatch")]
+    pub turn_label: String,
+}
+
+impl Config {
+    /// The sidecar's TCP port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port.unwrap_or(self.port)
+    }
+
+    /// How long a silent session lives.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Interval of the server's keep-alive packets.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTP sidecar: health and stats for operators, the WebTransport URL and
+//! certificate hashes for browsers, and the web app. It reads the same
+//! in-memory registry that matches sessions.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::json;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::hub::Hub;
+use crate::protocol::SIGNAL_PATH;
+use crate::server::PinnedHashes;
+
+/// RFC 3339 in UTC with milliseconds, as in `2024-01-01T00:00:00.000Z`.
+const TIMESTAMP: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// What the sidecar's handlers read.
+#[derive(Clone)]
+pub struct SidecarState {
+    hub: Arc<Hub>,
+    hashes: PinnedHashes,
+    quic_port: u16,
+}
+
+impl SidecarState {
+    /// State over the server's hub, its pinned hashes and its UDP port.
+    pub fn new(hub: Arc<Hub>, hashes: PinnedHashes, quic_port: u16) -> Self {
+        SidecarState {
+            hub,
+            hashes,
+            quic_port,
+        }
+    }
+}
+
+/// Standard base64 (with padding), as `serverCertificateHashes` values use.
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The sidecar's routes.
+pub fn router(state: SidecarState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/stats", get(stats))
+        .route("/api/webtransport", get(webtransport))
+        .with_state(state)
+}
+
+/// Serves the sidecar on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, state: SidecarState, shutdown: CancellationToken) {
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "HTTP sidecar stopped");
+    }
+}
+
+/// Lets pages on other origins read the public JSON endpoints.
+fn public_json(value: serde_json::Value) -> Response {
+    let mut response = Json(value).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn health(State(state): State<SidecarState>) -> Response {
+    let stats = state.hub.stats();
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(TIMESTAMP)
+        .unwrap_or_default();
+    public_json(json!({
+        "status": "ok",
+        "activeUsers": stats.active_users,
+        "activeMatches": stats.active_matches,
+        "maleQueue": stats.male_queue,
+        "femaleQueue": stats.female_queue,
+        "timestamp": timestamp,
+    }))
+}
+
+async fn stats(State(state): State<SidecarState>) -> Response {
+    let stats = state.hub.stats();
+    public_json(json!({
+        "totalUsers": stats.active_users,
+        "activeMatches": stats.active_matches,
+        "queues": { "male": stats.male_queue, "female": stats.female_queue },
+    }))
+}
+
+async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_without_port)
+        .unwrap_or("localhost");
+    let hashes: Vec<_> = state
+        .hashes
+        .read()
+        .map(|h| h.iter().map(|hash| json!({"algorithm": "sha-256", "value": base64(hash)})).collect())
+        .unwrap_or_default();
+    public_json(json!({
+        "url": format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
+        "serverCertificateHashes": hashes,
+    }))
+}
+
+/// The host part of a `Host` header (`name`, `name:port`, `[v6]` or
+/// `[v6]:port`), if it is made only of characters a host may have.
+fn host_without_port(value: &str) -> Option<&str> {
+    let host = if value.starts_with('[') {
+        &value[..=value.find(']')?]
+    } else {
+        value.rsplit_once(':').map_or(value, |(host, _)| host)
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    valid.then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    #[test]
+    fn host_header_forms() {
+        assert_eq!(host_without_port("localhost:5000"), Some("localhost"));
+        assert_eq!(host_without_port("example.org"), Some("example.org"));
+        assert_eq!(host_without_port("[::1]:5000"), Some("[::1]"));
+        assert_eq!(host_without_port("[::1]"), Some("[::1]"));
+        assert_eq!(host_without_port("evil\"/x:1"), None);
+        assert_eq!(host_without_port(":80"), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! The server's TLS identity: a configured PEM chain and key, or a self-signed
+//! ECDSA P-256 certificate short-lived enough (at most 14 days) for browsers to
+//! pin by hash with `serverCertificateHashes`, renewed while the server runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use wtransport::Identity;
+use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
+
+use crate::config::Config;
+
+/// Longest validity Chromium accepts for a certificate pinned by hash.
+pub const MAX_PINNED_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Validity of each self-signed certificate (plus an hour's backdating).
+pub const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+/// Backdating of `not_before`, for clients whose clocks run a little slow.
+const BACKDATE: Duration = Duration::from_secs(3600);
+/// A self-signed certificate is replaced when this much validity is left.
+const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files of a real certificate chain and its key.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A self-signed certificate for these names (plus the loopback names).
+    SelfSigned {
+        /// Extra subject alternative names.
+        names: Vec<String>,
+    },
+}
+
+impl CertSource {
+    /// `--cert`/`--key`, else `certs/cert.pem` + `certs/key.pem` when both
+    /// exist, else self-signed.
+    pub fn from_config(config: &Config) -> CertSource {
+        if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+            return CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+        }
+        let (cert, key) = (Path::new("certs/cert.pem"), Path::new("certs/key.pem"));
+        if cert.is_file() && key.is_file() {
+            return CertSource::Files {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            };
+        }
+        CertSource::SelfSigned {
+            names: config.cert_names.clone(),
+        }
+    }
+}
+
+/// A loaded identity and what clients need to know about it.
+pub struct TlsIdentity {
+    /// Certificate chain and key for the endpoint.
+    pub identity: Identity,
+    /// SHA-256 of the leaf certificate's DER when it is self-signed (browsers
+    /// pin it); `None` for a CA-issued certificate.
+    pub pinned_hash: Option<[u8; 32]>,
+    /// When to replace a self-signed certificate; `None` for files.
+    pub renew_in: Option<Duration>,
+}
+
+/// Loads or makes the identity described by `source`.
+pub async fn load(source: &CertSource) -> anyhow::Result<TlsIdentity> {
+    match source {
+        CertSource::Files { cert, key } => {
+            let identity = Identity::load_pemfiles(cert, key)
+                .await
+                .with_context(|| format!("loading {} and {}", cert.display(), key.display()))?;
+            Ok(TlsIdentity {
+                identity,
+                pinned_hash: None,
+                renew_in: None,
+            })
+        }
+        CertSource::SelfSigned { names } => self_signed(names, SELF_SIGNED_VALIDITY),
+    }
+}
+
+/// Makes a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1`,
+/// `::1` and `names`, valid from an hour ago for `validity`.
+pub fn self_signed(names: &[String], validity: Duration) -> anyhow::Result<TlsIdentity> {
+    anyhow::ensure!(
+        validity + BACKDATE <= MAX_PINNED_VALIDITY,
+        "pinned certificates may be valid for at most 14 days"
+    );
+    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    sans.extend(names.iter().cloned());
+    let mut params = rcgen::CertificateParams::new(sans).context("certificate names")?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quicmatch self-signed");
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.self_signed(&key)?;
+    let der = cert.der().to_vec();
+    let hash: [u8; 32] = Sha256::digest(&der).into();
+    let identity = Identity::new(
+        CertificateChain::single(Certificate::from_der(der)?),
+        PrivateKey::from_der_pkcs8(key.serialize_der()),
+    );
+    Ok(TlsIdentity {
+        identity,
+        pinned_hash: Some(hash),
+        renew_in: Some(validity.saturating_sub(RENEW_BEFORE_EXPIRY)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_pinnable() {
+        let tls = self_signed(&["example.test".into()], SELF_SIGNED_VALIDITY).unwrap();
+        let leaf = &tls.identity.certificate_chain().as_slice()[0];
+        assert_eq!(tls.pinned_hash, Some(*leaf.hash().as_ref()));
+        let (_, x509) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
+        let validity = x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
+        assert!(validity as u64 <= MAX_PINNED_VALIDITY.as_secs());
+        let key = x509.public_key().parsed().unwrap();
+        assert!(matches!(key, x509_parser::public_key::PublicKey::EC(_)), "ECDSA key");
+        assert_eq!(tls.renew_in, Some(Duration::from_secs(6 * 24 * 3600)));
+        assert!(self_signed(&[], MAX_PINNED_VALIDITY).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! QUIC transport settings for many small signaling sessions, and the UDP
+//! sockets under them.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::warn;
+use wtransport::config::QuicTransportConfig;
+use wtransport::quinn::{IdleTimeout, VarInt};
+
+use crate::codec::FRAME_HEADER_LEN;
+use crate::protocol::MAX_FRAME_LEN;
+
+/// Transport parameters sized for one signaling stream per session rather
+/// than quinn's bulk-transfer defaults: small windows and buffers keep a slow
+/// or hostile client's cost bounded.
+pub fn transport_config(idle_timeout: Duration, keep_alive: Duration) -> anyhow::Result<QuicTransportConfig> {
+    let mut config = QuicTransportConfig::default();
+    // HTTP/3 needs the CONNECT stream plus the signaling stream; a few more
+    // may be opened (and are refused) without stalling the session.
+    config.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    // HTTP/3 control and QPACK streams, with room to spare.
+    config.max_concurrent_uni_streams(VarInt::from_u32(8));
+    // Two whole frames may be in flight on the signaling stream.
+    let frame = (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u32;
+    config.stream_receive_window(VarInt::from_u32(2 * frame));
+    config.receive_window(VarInt::from_u32(3 * frame));
+    config.send_window(4 * u64::from(frame));
+    config.datagram_receive_buffer_size(Some(64 * 1024));
+    config.datagram_send_buffer_size(64 * 1024);
+    config.max_idle_timeout(Some(IdleTimeout::try_from(idle_timeout).context("idle timeout")?));
+    config.keep_alive_interval(Some(keep_alive));
+    Ok(config)
+}
+
+/// Binds a UDP socket at `ip:port` with `buffer` bytes of kernel buffers. An
+/// unspecified IPv6 address (`::`) also takes IPv4; a specific one only IPv6.
+pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocket> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(!ip.is_unspecified())?;
+    }
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    if let Ok(got) = socket.recv_buffer_size() {
+        // Linux reports twice the usable size it granted.
+        if got < buffer {
+            warn!(
+                requested = buffer,
+                granted = got,
+                "UDP receive buffer capped by the kernel; raise net.core.rmem_max for busy servers"
+            );
+        }
+    }
+    socket.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    Ok(socket.into())
+}
+
+/// Binds a TCP listener at `ip:port`, dual-stack for `::`.
+pub fn bind_tcp(ip: IpAddr, port: u16) -> anyhow::Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(!ip.is_unspecified())?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).with_context(|| format!("binding TCP {addr}"))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
