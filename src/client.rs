@@ -47,6 +47,74 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, Var
 use crate::codec::{self, FrameDecoder, encode_frame};
 use crate::protocol::{ClientMsg, CloseCode, Datagram, MAX_CHAT_LEN, ServerMsg};
 
+/// Where and how to open a session, as a server's `/api/webtransport` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The session URL, `https://host:port/signal`.
+    pub url: String,
+    /// Certificate hashes to pin (empty for a CA-issued certificate).
+    pub certificate_hashes: Vec<[u8; 32]>,
+}
+
+impl Discovery {
+    /// The verification this discovery calls for: pinning when the server
+    /// lists hashes, the system's roots otherwise.
+    pub fn verification(&self) -> Verification {
+        if self.certificate_hashes.is_empty() {
+            Verification::SystemRoots
+        } else {
+            Verification::CertificateHashes(self.certificate_hashes.clone())
+        }
+    }
+}
+
+/// Asks a server's HTTP sidecar (`http_base`, e.g. `http://localhost:5000`)
+/// for its session URL and certificate hashes, as a browser page does.
+pub async fn discover(http_base: &str) -> anyhow::Result<Discovery> {
+    use anyhow::Context;
+    use base64::Engine;
+    use http_body_util::{BodyExt, Empty};
+
+    let uri: hyper::Uri = format!("{}/api/webtransport", http_base.trim_end_matches('/')).parse()?;
+    let authority = uri.authority().context("URL has no host")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(uri.path())
+        .header(hyper::header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    anyhow::ensure!(response.status().is_success(), "{} answered {}", uri, response.status());
+    let body = response.into_body().collect().await?.to_bytes();
+    connection.abort();
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        url: String,
+        server_certificate_hashes: Vec<Hash>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Hash {
+        algorithm: String,
+        value: String,
+    }
+    let answer: Answer = serde_json::from_slice(&body).context("parsing /api/webtransport")?;
+    let mut certificate_hashes = Vec::new();
+    for hash in answer.server_certificate_hashes {
+        anyhow::ensure!(hash.algorithm == "sha-256", "unknown hash algorithm {}", hash.algorithm);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&hash.value)?;
+        certificate_hashes.push(<[u8; 32]>::try_from(bytes.as_slice()).context("hash length")?);
+    }
+    Ok(Discovery {
+        url: answer.url,
+        certificate_hashes,
+    })
+}
+
 /// How the client checks the server's certificate.
 #[derive(Debug, Clone)]
 pub enum Verification {
@@ -285,10 +353,14 @@ impl Client {
         &self.connection
     }
 
-    /// Closes the session with code 0, as a client should.
-    pub fn close(&self) {
+    /// Closes the session with code 0, as a client should, and waits
+    /// (briefly) until the server has been told.
+    pub async fn close(self) {
         self.connection
             .close(VarInt::from_u32(CloseCode::Normal.code()), b"bye");
+        if let Some(endpoint) = &self._endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 }
 

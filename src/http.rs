@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use serde_json::json;
+use serde::Serialize;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use tokio_util::sync::CancellationToken;
@@ -69,7 +69,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: SidecarState, shutd
 }
 
 /// Lets pages on other origins read the public JSON endpoints.
-fn public_json(value: serde_json::Value) -> Response {
+fn public_json<T: Serialize>(value: T) -> Response {
     let mut response = Json(value).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -77,28 +77,72 @@ fn public_json(value: serde_json::Value) -> Response {
     response
 }
 
+/// `GET /health`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    status: &'static str,
+    active_users: usize,
+    active_matches: usize,
+    male_queue: usize,
+    female_queue: usize,
+    timestamp: String,
+}
+
 async fn health(State(state): State<SidecarState>) -> Response {
     let stats = state.hub.stats();
     let timestamp = time::OffsetDateTime::now_utc()
         .format(TIMESTAMP)
         .unwrap_or_default();
-    public_json(json!({
-        "status": "ok",
-        "activeUsers": stats.active_users,
-        "activeMatches": stats.active_matches,
-        "maleQueue": stats.male_queue,
-        "femaleQueue": stats.female_queue,
-        "timestamp": timestamp,
-    }))
+    public_json(Health {
+        status: "ok",
+        active_users: stats.active_users,
+        active_matches: stats.active_matches,
+        male_queue: stats.male_queue,
+        female_queue: stats.female_queue,
+        timestamp,
+    })
+}
+
+/// `GET /api/stats`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiStats {
+    total_users: usize,
+    active_matches: usize,
+    queues: Queues,
+}
+
+#[derive(Serialize)]
+struct Queues {
+    male: usize,
+    female: usize,
 }
 
 async fn stats(State(state): State<SidecarState>) -> Response {
     let stats = state.hub.stats();
-    public_json(json!({
-        "totalUsers": stats.active_users,
-        "activeMatches": stats.active_matches,
-        "queues": { "male": stats.male_queue, "female": stats.female_queue },
-    }))
+    public_json(ApiStats {
+        total_users: stats.active_users,
+        active_matches: stats.active_matches,
+        queues: Queues {
+            male: stats.male_queue,
+            female: stats.female_queue,
+        },
+    })
+}
+
+/// `GET /api/webtransport`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebTransportInfo {
+    url: String,
+    server_certificate_hashes: Vec<CertificateHash>,
+}
+
+#[derive(Serialize)]
+struct CertificateHash {
+    algorithm: &'static str,
+    value: String,
 }
 
 async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> Response {
@@ -107,15 +151,23 @@ async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> 
         .and_then(|h| h.to_str().ok())
         .and_then(host_without_port)
         .unwrap_or("localhost");
-    let hashes: Vec<_> = state
+    let hashes = state
         .hashes
         .read()
-        .map(|h| h.iter().map(|hash| json!({"algorithm": "sha-256", "value": base64(hash)})).collect())
+        .map(|hashes| {
+            hashes
+                .iter()
+                .map(|hash| CertificateHash {
+                    algorithm: "sha-256",
+                    value: base64(hash),
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    public_json(json!({
-        "url": format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
-        "serverCertificateHashes": hashes,
-    }))
+    public_json(WebTransportInfo {
+        url: format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
+        server_certificate_hashes: hashes,
+    })
 }
 
 /// The host part of a `Host` header (`name`, `name:port`, `[v6]` or
