@@ -12,15 +12,21 @@ use crate::protocol::MAX_FRAME_LEN;
 /// Bytes of the length prefix in front of every signaling frame.
 pub const FRAME_HEADER_LEN: usize = 4;
 
+/// The decoder's allocation limit. bincode counts decoded values at their
+/// in-memory size (8 bytes for every `u64` and every length, however few
+/// bytes their varints take), so a full 65,536-byte frame can claim a little
+/// more than it holds; twice a frame leaves ample room for any valid message
+/// while still bounding what a forged length can make the decoder allocate.
+const DECODE_LIMIT: usize = 2 * MAX_FRAME_LEN;
+
 type WireConfig = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<MAX_FRAME_LEN>,
+    bincode::config::Limit<DECODE_LIMIT>,
 >;
 
-/// bincode's standard configuration, with a decode limit of one frame so a
-/// forged length can never make the decoder allocate more than a frame holds.
-const CONFIG: WireConfig = bincode::config::standard().with_limit::<MAX_FRAME_LEN>();
+/// bincode's standard configuration, with a decode limit of [`DECODE_LIMIT`].
+const CONFIG: WireConfig = bincode::config::standard().with_limit::<DECODE_LIMIT>();
 
 /// A message whose bytes did not decode to exactly one value.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +180,14 @@ mod tests {
         assert!(decode::<ClientMsg>(&[7]).is_err());
         // A string length claiming more bytes than there are.
         assert!(decode::<ClientMsg>(&[1, 1, 0xFC, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn decodes_a_message_filling_the_largest_frame() {
+        let msg = ClientMsg::Offer { match_id: 1, sdp: "s".repeat(MAX_FRAME_LEN - 5) };
+        let frame = encode_frame(&msg);
+        assert_eq!(frame.len(), FRAME_HEADER_LEN + MAX_FRAME_LEN);
+        assert_eq!(decode::<ClientMsg>(frame_payload(&frame)).unwrap(), msg);
     }
 
     #[test]

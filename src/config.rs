@@ -32,6 +32,10 @@ pub struct Config {
     #[arg(long, env = "KEY", requires = "cert")]
     pub key: Option<PathBuf>,
 
+    /// Ignore certs/cert.pem and certs/key.pem: without --cert, always make a self-signed certificate.
+    #[arg(long, env = "SELF_SIGNED")]
+    pub self_signed: bool,
+
     /// Host names and addresses the self-signed certificate is valid for, besides localhost, 127.0.0.1 and ::1.
     #[arg(long = "cert-name", env = "CERT_NAMES", value_delimiter = ',')]
     pub cert_names: Vec<String>,

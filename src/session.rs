@@ -196,7 +196,7 @@ fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
             if sdp.len() > MAX_SDP_LEN {
                 reply_error(peer, ErrorCode::TooLarge, "sdp is over 32768 bytes");
             } else {
-                relay(peer, match_id, frame);
+                relay(peer, &msg, match_id, frame);
             }
             Ok(())
         }
@@ -207,7 +207,7 @@ fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
             if ice_too_large(candidate) {
                 reply_error(peer, ErrorCode::TooLarge, "an ICE candidate field is over 1024 bytes");
             } else {
-                relay(peer, match_id, frame);
+                relay(peer, &msg, match_id, frame);
             }
             Ok(())
         }
@@ -229,15 +229,26 @@ fn ice_too_large(candidate: &IceCandidate) -> bool {
         || candidate.username_fragment.as_deref().is_some_and(over)
 }
 
-/// Forwards a validated relay frame to the partner, rewritten in place.
-fn relay(peer: &Peer, match_id: u64, frame: BytesMut) {
+/// Forwards a validated relay frame (`msg`, decoded) to the partner,
+/// rewritten in place.
+fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: BytesMut) {
     match peer.route(match_id) {
         Routing::Deliver(partner) => partner.push(Outbound::Relay {
             match_id,
-            frame: client_relay_to_server_frame(frame),
+            frame: client_relay_to_server_frame(one_byte_variant_frame(msg, frame)),
         }),
         Routing::Stale => {}
         Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
+    }
+}
+
+/// The relay frame with its variant index in the usual single byte, as the
+/// in-place rewrite needs: bincode also accepts the longer varint forms
+/// (`FB 01 00` for 1), and such a frame is re-encoded from its message.
+fn one_byte_variant_frame(msg: &ClientMsg, frame: BytesMut) -> BytesMut {
+    match codec::frame_payload(&frame).first() {
+        Some(1..=3) => frame,
+        _ => BytesMut::from(&encode_frame(msg)[..]),
     }
 }
 
@@ -296,7 +307,10 @@ async fn write_loop(peer: Arc<Peer>, mut send: SendStream, mut outbound: mpsc::U
         }
         let len: usize = batch.iter().map(Bytes::len).sum();
         let write = send.quic_stream_mut().write_all_chunks(&mut batch);
+        // The write first: a close only interrupts a write that is stalled,
+        // not one that can complete (and be followed by `Closing`) at once.
         let result = tokio::select! {
+            biased;
             result = write => result.map_err(|_| ()),
             _ = peer.close_requested() => { interrupted = true; Err(()) }
         };
@@ -309,7 +323,13 @@ async fn write_loop(peer: Arc<Peer>, mut send: SendStream, mut outbound: mpsc::U
     let (code, reason) = peer.close_reason();
     let connection = peer.connection().clone();
     if interrupted {
-        // A frame was cut short: a Closing frame after it could not be parsed.
+        // A frame was cut short: a Closing frame after it could not be
+        // parsed, so the stream is abandoned. The close waits a moment for
+        // the peer to acknowledge what is in flight: quinn sends no
+        // CONNECTION_CLOSE while the congestion window is full
+        // (quinn-rs/quinn#2785), and a stalled peer's often is.
+        let _ = send.reset(VarInt::from_u32(code.code()));
+        let _ = timeout(CLOSING_GRACE, connection.closed()).await;
         connection.close(VarInt::from_u32(code.code()), reason.as_bytes());
     } else {
         close_with_closing(&mut send, &connection, code, reason).await;

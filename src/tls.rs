@@ -41,7 +41,7 @@ pub enum CertSource {
 
 impl CertSource {
     /// `--cert`/`--key`, else `certs/cert.pem` + `certs/key.pem` when both
-    /// exist, else self-signed.
+    /// exist (unless `--self-signed`), else self-signed.
     pub fn from_config(config: &Config) -> CertSource {
         if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
             return CertSource::Files {
@@ -50,7 +50,7 @@ impl CertSource {
             };
         }
         let (cert, key) = (Path::new("certs/cert.pem"), Path::new("certs/key.pem"));
-        if cert.is_file() && key.is_file() {
+        if !config.self_signed && cert.is_file() && key.is_file() {
             return CertSource::Files {
                 cert: cert.to_owned(),
                 key: key.to_owned(),

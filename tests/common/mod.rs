@@ -15,9 +15,11 @@ pub const STEP: Duration = Duration::from_secs(5);
 
 /// Starts a server on 127.0.0.1 and [::1], ephemeral ports, plus `args`.
 pub async fn start_server(args: &[&str]) -> Server {
-    let mut argv = vec!["quicmatch", "--bind", "127.0.0.1,::1", "--port", "0"];
+    let mut argv = vec!["quicmatch", "--bind", "127.0.0.1,::1", "--port", "0", "--self-signed"];
     argv.extend_from_slice(args);
-    Server::start(Config::parse_from(argv)).await.expect("server starts")
+    Server::start(Config::parse_from(argv))
+        .await
+        .expect("server starts")
 }
 
 /// The session URL of `server` on 127.0.0.1.
@@ -28,10 +30,13 @@ pub fn url(server: &Server) -> String {
 /// A client connected to `server`, pinning its certificate hash.
 pub async fn connect(server: &Server) -> Client {
     let hash = server.certificate_hash().expect("self-signed");
-    tokio::time::timeout(STEP, Client::connect(&url(server), Verification::CertificateHashes(vec![hash])))
-        .await
-        .expect("connect in time")
-        .expect("connect")
+    tokio::time::timeout(
+        STEP,
+        Client::connect(&url(server), Verification::CertificateHashes(vec![hash])),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
 }
 
 /// A profile with sensible defaults.
@@ -83,7 +88,10 @@ pub fn match_id(msg: &ServerMsg) -> u64 {
 pub async fn matched_pair(server: &Server) -> (Client, Client, u64) {
     let mut a = connect(server).await;
     let mut b = connect(server).await;
-    assert!(matches!(join(&mut a, "Ann", Gender::Female).await, ServerMsg::Waiting { .. }));
+    assert!(matches!(
+        join(&mut a, "Ann", Gender::Female).await,
+        ServerMsg::Waiting { .. }
+    ));
     let id = match_id(&join(&mut b, "Bob", Gender::Male).await);
     assert_eq!(match_id(&next_msg(&mut a).await), id);
     (a, b, id)
@@ -107,7 +115,358 @@ pub async fn ping(client: &mut Client, nonce: u64) {
 pub async fn wait_stats(server: &Server, pred: impl Fn(quicmatch::registry::Stats) -> bool) {
     let deadline = tokio::time::Instant::now() + STEP * 2;
     while !pred(server.stats()) {
-        assert!(tokio::time::Instant::now() < deadline, "stats never reached: {:?}", server.stats());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never reached: {:?}",
+            server.stats()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers of the protocol test suite (tests/join.rs, relay.rs, chat.rs,
+// lifecycle.rs, closing.rs, badframes.rs, http.rs).
+
+/// The session URL of `server` on [::1] (its second bind address).
+pub fn url_v6(server: &Server) -> String {
+    format!("https://[::1]:{}/signal", server.quic_addrs()[1].port())
+}
+
+/// Connects to `url` pinning `hash`; the error is returned, not asserted, so
+/// tests can check that a connection fails. Bounded by [`STEP`].
+pub async fn try_connect(
+    url: &str,
+    hash: [u8; 32],
+) -> Result<Client, quicmatch::client::ClientError> {
+    tokio::time::timeout(
+        STEP,
+        Client::connect(url, Verification::CertificateHashes(vec![hash])),
+    )
+    .await
+    .expect("connect attempt ends in time")
+}
+
+/// A signaling frame around arbitrary payload bytes: the 4-byte big-endian
+/// length, then the bytes.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sends `datagram`, encoded, as a raw datagram (no resends, no ack tracking).
+pub fn send_datagram(client: &Client, datagram: &quicmatch::protocol::Datagram) {
+    client
+        .send_datagram_raw(&quicmatch::codec::encode(datagram))
+        .expect("send datagram");
+}
+
+/// Reads events until the session ends; returns the events before
+/// [`Event::Closed`] and that event's `closing` and `code`.
+pub async fn until_closed(client: &mut Client) -> (Vec<Event>, Option<(u32, String)>, Option<u64>) {
+    let mut before = Vec::new();
+    loop {
+        match next_event(client).await {
+            Event::Closed { closing, code } => return (before, closing, code),
+            other => before.push(other),
+        }
+    }
+}
+
+/// Asserts the session ends with a `Closing { code }` frame as its last
+/// message and then the QUIC close with the same application code; the
+/// messages before it must satisfy `allowed`. Returns the reason.
+pub async fn expect_closed_with(
+    client: &mut Client,
+    code: u32,
+    mut allowed: impl FnMut(&Event) -> bool,
+) -> String {
+    let (before, closing, quic_code) = until_closed(client).await;
+    let (last, earlier) = before
+        .split_last()
+        .expect("a Closing frame before the close");
+    let Event::Message(ServerMsg::Closing { code: got, reason }) = last else {
+        panic!("expected Closing {code} as the last message, got {last:?}");
+    };
+    assert_eq!(*got, code, "Closing code");
+    assert!(
+        !reason.is_empty() && reason.len() <= 200,
+        "reason {reason:?}"
+    );
+    assert_eq!(
+        closing,
+        Some((code, reason.clone())),
+        "client recorded the Closing frame"
+    );
+    assert_eq!(
+        quic_code,
+        Some(u64::from(code)),
+        "QUIC application close code"
+    );
+    for event in earlier {
+        assert!(allowed(event), "unexpected event before Closing: {event:?}");
+    }
+    reason.clone()
+}
+
+/// Reads messages until `Pong { nonce }`, returning those before it. Proves
+/// that everything the server queued before handling the ping has arrived.
+pub async fn until_pong(client: &mut Client, nonce: u64) -> Vec<ServerMsg> {
+    let mut before = Vec::new();
+    loop {
+        match next_msg(client).await {
+            ServerMsg::Pong { nonce: n } if n == nonce => return before,
+            other => before.push(other),
+        }
+    }
+}
+
+/// Reads events until `Pong { nonce }`, returning the events before it
+/// (chat events included).
+pub async fn events_until_pong(client: &mut Client, nonce: u64) -> Vec<Event> {
+    let mut before = Vec::new();
+    loop {
+        match next_event(client).await {
+            Event::Message(ServerMsg::Pong { nonce: n }) if n == nonce => return before,
+            other => before.push(other),
+        }
+    }
+}
+
+/// Pings and asserts that nothing at all (no message, no chat) was pending
+/// before the `Pong`.
+pub async fn assert_quiet(client: &mut Client, nonce: u64) {
+    send(client, ClientMsg::Ping { nonce }).await;
+    let before = events_until_pong(client, nonce).await;
+    assert!(
+        before.is_empty(),
+        "expected nothing before the Pong, got {before:?}"
+    );
+}
+
+/// The next chat event, skipping acknowledgements.
+pub async fn next_chat(client: &mut Client) -> (u64, u32, String) {
+    loop {
+        match next_event(client).await {
+            Event::Chat {
+                match_id,
+                seq,
+                text,
+            } => return (match_id, seq, text),
+            Event::ChatAcked { .. } => {}
+            other => panic!("expected a chat, got {other:?}"),
+        }
+    }
+}
+
+/// The registry's counts, as a tuple (users, matches, male queue, female queue).
+pub fn counts(server: &Server) -> (usize, usize, usize, usize) {
+    let s = server.stats();
+    (
+        s.active_users,
+        s.active_matches,
+        s.male_queue,
+        s.female_queue,
+    )
+}
+
+/// Waits (bounded) until the counts are exactly `expected`
+/// (users, matches, male queue, female queue).
+pub async fn wait_counts(server: &Server, expected: (usize, usize, usize, usize)) {
+    wait_stats(server, |s| {
+        (
+            s.active_users,
+            s.active_matches,
+            s.male_queue,
+            s.female_queue,
+        ) == expected
+    })
+    .await;
+}
+
+/// A session driven by hand with `wtransport`, for what the native client
+/// hides: exact datagram bytes, and a client that never reads its stream.
+pub struct RawSession {
+    pub connection: wtransport::Connection,
+    pub send: wtransport::SendStream,
+    pub recv: wtransport::RecvStream,
+    decoder: quicmatch::codec::FrameDecoder,
+    _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+}
+
+impl RawSession {
+    /// Opens a session and its signaling stream on `server` (127.0.0.1),
+    /// with the QUIC transport settings `transport` if given.
+    pub async fn connect(
+        server: &Server,
+        transport: Option<wtransport::config::QuicTransportConfig>,
+    ) -> RawSession {
+        let hash = server.certificate_hash().expect("self-signed");
+        let mut config = wtransport::ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+            .build();
+        if let Some(transport) = transport {
+            config
+                .quic_config_mut()
+                .transport_config(std::sync::Arc::new(transport));
+        }
+        let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+        let (connection, send, recv) = tokio::time::timeout(STEP, async {
+            let connection = endpoint.connect(url(server)).await.expect("connect");
+            let (send, recv) = connection
+                .open_bi()
+                .await
+                .expect("open stream")
+                .await
+                .expect("stream opened");
+            (connection, send, recv)
+        })
+        .await
+        .expect("raw connect in time");
+        RawSession {
+            connection,
+            send,
+            recv,
+            decoder: Default::default(),
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Sends one message on the signaling stream.
+    pub async fn send_msg(&mut self, msg: &ClientMsg) {
+        self.send
+            .write_all(&quicmatch::codec::encode_frame(msg))
+            .await
+            .expect("write");
+    }
+
+    /// The next message on the signaling stream, failing after [`STEP`].
+    pub async fn next_msg(&mut self) -> ServerMsg {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(STEP, async {
+            loop {
+                if let Some(frame) = self.decoder.next_frame().expect("valid frame length") {
+                    let payload = quicmatch::codec::frame_payload(&frame);
+                    return quicmatch::codec::decode::<ServerMsg>(payload)
+                        .expect("decodable frame");
+                }
+                let n = self
+                    .recv
+                    .read_buf(self.decoder.buffer())
+                    .await
+                    .expect("read");
+                assert!(n > 0, "signaling stream ended");
+            }
+        })
+        .await
+        .expect("message in time")
+    }
+
+    /// The next datagram's exact bytes, failing after [`STEP`].
+    pub async fn next_datagram(&self) -> bytes::Bytes {
+        tokio::time::timeout(STEP, self.connection.receive_datagram())
+            .await
+            .expect("datagram in time")
+            .expect("session open")
+            .payload()
+    }
+}
+
+/// A response of the HTTP sidecar.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// A minimal HTTP/1.1 `GET path` to `addr` with the given `Host` header,
+/// over a plain TCP stream (the sidecar closes it after the response).
+pub async fn http_get(addr: std::net::SocketAddr, host: &str, path: &str) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let raw = tokio::time::timeout(STEP, async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("TCP connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read response");
+        raw
+    })
+    .await
+    .expect("HTTP response in time");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("header line");
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&data[..line_end]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
     }
 }
