@@ -47,7 +47,11 @@ async fn main() -> anyhow::Result<()> {
         GenderArg::Female => Gender::Female,
     };
     session
-        .send(&ClientMsg::Join(Profile { name: args.name, age: args.age, gender }))
+        .send(&ClientMsg::Join(Profile {
+            name: args.name,
+            age: args.age,
+            gender,
+        }))
         .await?;
     println!("connected to {}; looking for someone...", discovery.url);
 

@@ -75,10 +75,14 @@ pub async fn discover(http_base: &str) -> anyhow::Result<Discovery> {
     use base64::Engine;
     use http_body_util::{BodyExt, Empty};
 
-    let uri: hyper::Uri = format!("{}/api/webtransport", http_base.trim_end_matches('/')).parse()?;
+    let uri: hyper::Uri =
+        format!("{}/api/webtransport", http_base.trim_end_matches('/')).parse()?;
     let authority = uri.authority().context("URL has no host")?.clone();
     let port = authority.port_u16().unwrap_or(80);
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((host, port)).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
@@ -87,7 +91,12 @@ pub async fn discover(http_base: &str) -> anyhow::Result<Discovery> {
         .header(hyper::header::HOST, authority.as_str())
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
-    anyhow::ensure!(response.status().is_success(), "{} answered {}", uri, response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{} answered {}",
+        uri,
+        response.status()
+    );
     let body = response.into_body().collect().await?.to_bytes();
     connection.abort();
 
@@ -105,7 +114,11 @@ pub async fn discover(http_base: &str) -> anyhow::Result<Discovery> {
     let answer: Answer = serde_json::from_slice(&body).context("parsing /api/webtransport")?;
     let mut certificate_hashes = Vec::new();
     for hash in answer.server_certificate_hashes {
-        anyhow::ensure!(hash.algorithm == "sha-256", "unknown hash algorithm {}", hash.algorithm);
+        anyhow::ensure!(
+            hash.algorithm == "sha-256",
+            "unknown hash algorithm {}",
+            hash.algorithm
+        );
         let bytes = base64::engine::general_purpose::STANDARD.decode(&hash.value)?;
         certificate_hashes.push(<[u8; 32]>::try_from(bytes.as_slice()).context("hash length")?);
     }
@@ -224,8 +237,9 @@ impl Connector {
     pub fn new(verification: Verification) -> Result<Connector, ClientError> {
         let builder = ClientConfig::builder().with_bind_default();
         let builder = match verification {
-            Verification::CertificateHashes(hashes) => builder
-                .with_server_certificate_hashes(hashes.into_iter().map(Sha256Digest::new)),
+            Verification::CertificateHashes(hashes) => {
+                builder.with_server_certificate_hashes(hashes.into_iter().map(Sha256Digest::new))
+            }
             Verification::SystemRoots => builder.with_native_certs(),
             Verification::InsecureSkipVerification => builder.with_no_cert_validation(),
         };
@@ -287,7 +301,12 @@ impl Client {
         Ok(client)
     }
 
-    fn start(connection: Connection, send: SendStream, recv: RecvStream, options: ChatOptions) -> Client {
+    fn start(
+        connection: Connection,
+        send: SendStream,
+        recv: RecvStream,
+        options: ChatOptions,
+    ) -> Client {
         let (tx, events) = mpsc::unbounded_channel();
         let chat = Arc::new(Mutex::new(ChatState::default()));
         let driver = tokio::spawn(drive(connection.clone(), recv, chat.clone(), tx, options));
@@ -334,7 +353,8 @@ impl Client {
             text: text.to_owned(),
         });
         self.connection.send_datagram(&datagram)?;
-        chat.unacked.insert(seq, (match_id, datagram, 1, Instant::now()));
+        chat.unacked
+            .insert(seq, (match_id, datagram, 1, Instant::now()));
         Ok(seq)
     }
 
@@ -428,14 +448,22 @@ fn on_datagram(
 ) {
     let mut state = chat.lock().unwrap_or_else(|e| e.into_inner());
     match codec::decode::<Datagram>(&payload) {
-        Ok(Datagram::Chat { match_id, seq, text }) => {
+        Ok(Datagram::Chat {
+            match_id,
+            seq,
+            text,
+        }) => {
             let _ = connection.send_datagram(codec::encode(&Datagram::ChatAck { match_id, seq }));
             if state.seen_match != match_id || state.seen.len() >= MAX_SEEN {
                 state.seen_match = match_id;
                 state.seen.clear();
             }
             if state.seen.insert(seq) {
-                let _ = events.send(Event::Chat { match_id, seq, text });
+                let _ = events.send(Event::Chat {
+                    match_id,
+                    seq,
+                    text,
+                });
             }
         }
         Ok(Datagram::ChatAck { match_id, seq }) => {
@@ -457,17 +485,22 @@ fn resend(
 ) {
     let mut state = chat.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
-    state.unacked.retain(|&seq, (match_id, datagram, sends, last)| {
-        if now.duration_since(*last) < options.resend_after {
-            return true;
-        }
-        if *sends >= options.max_sends {
-            let _ = events.send(Event::ChatLost { match_id: *match_id, seq });
-            return false;
-        }
-        let _ = connection.send_datagram(&datagram[..]);
-        *sends += 1;
-        *last = now;
-        true
-    });
+    state
+        .unacked
+        .retain(|&seq, (match_id, datagram, sends, last)| {
+            if now.duration_since(*last) < options.resend_after {
+                return true;
+            }
+            if *sends >= options.max_sends {
+                let _ = events.send(Event::ChatLost {
+                    match_id: *match_id,
+                    seq,
+                });
+                return false;
+            }
+            let _ = connection.send_datagram(&datagram[..]);
+            *sends += 1;
+            *last = now;
+            true
+        });
 }

@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn rejects_trailing_bytes_bad_bool_bad_option_and_bad_utf8() {
-        assert!(matches!(decode::<ClientMsg>(&[4, 0]), Err(DecodeError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<ClientMsg>(&[4, 0]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
         // Datagram::Chat with invalid UTF-8 text.
         assert!(decode::<Datagram>(&[0, 1, 1, 1, 0xFF]).is_err());
         // Ice with an Option tag of 2.
@@ -184,7 +187,10 @@ mod tests {
 
     #[test]
     fn decodes_a_message_filling_the_largest_frame() {
-        let msg = ClientMsg::Offer { match_id: 1, sdp: "s".repeat(MAX_FRAME_LEN - 5) };
+        let msg = ClientMsg::Offer {
+            match_id: 1,
+            sdp: "s".repeat(MAX_FRAME_LEN - 5),
+        };
         let frame = encode_frame(&msg);
         assert_eq!(frame.len(), FRAME_HEADER_LEN + MAX_FRAME_LEN);
         assert_eq!(decode::<ClientMsg>(frame_payload(&frame)).unwrap(), msg);
@@ -200,16 +206,34 @@ mod tests {
         };
         let pairs = [
             (
-                ClientMsg::Offer { match_id: 300, sdp: "v=0".into() },
-                ServerMsg::Offer { match_id: 300, sdp: "v=0".into() },
+                ClientMsg::Offer {
+                    match_id: 300,
+                    sdp: "v=0".into(),
+                },
+                ServerMsg::Offer {
+                    match_id: 300,
+                    sdp: "v=0".into(),
+                },
             ),
             (
-                ClientMsg::Answer { match_id: 7, sdp: "a".into() },
-                ServerMsg::Answer { match_id: 7, sdp: "a".into() },
+                ClientMsg::Answer {
+                    match_id: 7,
+                    sdp: "a".into(),
+                },
+                ServerMsg::Answer {
+                    match_id: 7,
+                    sdp: "a".into(),
+                },
             ),
             (
-                ClientMsg::Ice { match_id: 9, candidate: cand.clone() },
-                ServerMsg::Ice { match_id: 9, candidate: cand },
+                ClientMsg::Ice {
+                    match_id: 9,
+                    candidate: cand.clone(),
+                },
+                ServerMsg::Ice {
+                    match_id: 9,
+                    candidate: cand,
+                },
             ),
         ];
         for (client, server) in pairs {

@@ -10,7 +10,11 @@ use crate::protocol::DEFAULT_MIN_AGE;
 
 /// Everything an operator can set; `quicmatch --help` explains each.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "quicmatch", version, about = "WebTransport signaling server for random one-to-one video chat")]
+#[command(
+    name = "quicmatch",
+    version,
+    about = "WebTransport signaling server for random one-to-one video chat"
+)]
 pub struct Config {
     /// UDP port of the WebTransport endpoint (and, unless --http-port is given, the TCP port of the HTTP sidecar). 0 picks a free port.
     #[arg(long, env = "PORT", default_value_t = 5000)]
@@ -77,7 +81,12 @@ pub struct Config {
     pub stun_urls: Vec<String>,
 
     /// TURN server URLs, repeatable or comma-separated; credentials are minted per match from --turn-secret.
-    #[arg(long = "turn", env = "TURN_URLS", value_delimiter = ',', requires = "turn_secret")]
+    #[arg(
+        long = "turn",
+        env = "TURN_URLS",
+        value_delimiter = ',',
+        requires = "turn_secret"
+    )]
     pub turn_urls: Vec<String>,
 
     /// Shared secret of the TURN server (coturn's static-auth-secret with use-auth-secret).

@@ -58,7 +58,11 @@ pub fn router(state: SidecarState) -> Router {
 }
 
 /// Serves the sidecar on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, state: SidecarState, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: SidecarState,
+    shutdown: CancellationToken,
+) {
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -72,7 +76,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: SidecarState, shutd
 fn public_json<T: Serialize>(value: T) -> Response {
     let mut response = Json(value).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -84,7 +84,10 @@ mod tests {
         // RFC 2202 test case 2: key "Jefe", data "what do ya want for nothing?".
         let expected = base64::engine::general_purpose::STANDARD
             .encode(hex("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"));
-        assert_eq!(turn_credential("Jefe", "what do ya want for nothing?"), expected);
+        assert_eq!(
+            turn_credential("Jefe", "what do ya want for nothing?"),
+            expected
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {
@@ -97,15 +100,27 @@ mod tests {
     #[test]
     fn minted_per_match_with_expiry_and_label() {
         let config = Config::parse_from([
-            "quicmatch", "--stun", "stun:a:3478,stun:b:3478", "--turn", "turn:t:3478",
-            "--turn-secret", "s3cret", "--turn-ttl-secs", "600", "--turn-label", "qm",
+            "quicmatch",
+            "--stun",
+            "stun:a:3478,stun:b:3478",
+            "--turn",
+            "turn:t:3478",
+            "--turn-secret",
+            "s3cret",
+            "--turn-ttl-secs",
+            "600",
+            "--turn-label",
+            "qm",
         ]);
         let servers = IceServers::from_config(&config).for_match(1_000);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, vec!["stun:a:3478", "stun:b:3478"]);
         assert_eq!(servers[0].username, None);
         assert_eq!(servers[1].username.as_deref(), Some("1600:qm"));
-        assert_eq!(servers[1].credential, Some(turn_credential("s3cret", "1600:qm")));
+        assert_eq!(
+            servers[1].credential,
+            Some(turn_credential("s3cret", "1600:qm"))
+        );
     }
 
     #[test]

@@ -141,7 +141,11 @@ impl Peer {
     pub fn set_route(&self, route: Option<Route>) {
         let mut slot = self.route.lock().unwrap_or_else(|e| e.into_inner());
         if route.is_none() {
-            slot.last_ended = slot.current.as_ref().map(|r| r.match_id).or(slot.last_ended);
+            slot.last_ended = slot
+                .current
+                .as_ref()
+                .map(|r| r.match_id)
+                .or(slot.last_ended);
         }
         slot.current = route;
     }

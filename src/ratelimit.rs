@@ -138,7 +138,10 @@ mod tests {
             guard.check(Kind::Frame, t0);
         }
         assert_eq!(guard.check(Kind::Frame, t0), Verdict::Drop { notify: true });
-        assert_eq!(guard.check(Kind::Frame, t0), Verdict::Drop { notify: false });
+        assert_eq!(
+            guard.check(Kind::Frame, t0),
+            Verdict::Drop { notify: false }
+        );
         let later = t0 + Duration::from_millis(1_001);
         // The bucket refilled: allowed again, and the next drop notifies.
         assert_eq!(guard.check(Kind::Frame, later), Verdict::Allow);

@@ -394,7 +394,11 @@ impl Registry {
                 State::Idle => {}
                 State::Waiting { profile, ticket } => {
                     let q = queue_index(profile.gender);
-                    assert_eq!(self.queues[q].get(ticket), Some(&id), "{id} not in its queue");
+                    assert_eq!(
+                        self.queues[q].get(ticket),
+                        Some(&id),
+                        "{id} not in its queue"
+                    );
                     assert!(
                         !self.queues[1 - q].values().any(|&s| s == id),
                         "{id} in both queues"
@@ -429,8 +433,16 @@ impl Registry {
                 assert!(self.sessions.contains_key(id), "ended session {id} queued");
             }
         }
-        assert_eq!(waiting[0], self.queues[0].len(), "male queue holds non-waiters");
-        assert_eq!(waiting[1], self.queues[1].len(), "female queue holds non-waiters");
+        assert_eq!(
+            waiting[0],
+            self.queues[0].len(),
+            "male queue holds non-waiters"
+        );
+        assert_eq!(
+            waiting[1],
+            self.queues[1].len(),
+            "female queue holds non-waiters"
+        );
         assert_eq!(matched, self.active_matches * 2, "match count drifted");
     }
 }

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wtransport::config::QuicTransportConfig;
-use wtransport::endpoint::endpoint_side;
 use wtransport::config::ServerConfigBuilder;
 use wtransport::config::states::WantsIdentity;
+use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig};
 
 use crate::config::Config;
@@ -54,7 +54,8 @@ impl Server {
         let source = CertSource::from_config(&config);
         let identity = tls::load(&source).await?;
         let (idle_timeout, keep_alive) = (config.idle_timeout(), config.keep_alive());
-        let hashes: PinnedHashes = Arc::new(RwLock::new(identity.pinned_hash.into_iter().collect()));
+        let hashes: PinnedHashes =
+            Arc::new(RwLock::new(identity.pinned_hash.into_iter().collect()));
         let hub = Arc::new(Hub::new(
             config.min_age,
             config.max_sessions,
@@ -88,7 +89,10 @@ impl Server {
 
         // HTTP sidecar, on the same port number unless told otherwise.
         let mut http_addrs = Vec::new();
-        let mut http_port = config.http_port.unwrap_or(if config.port == 0 { 0 } else { quic_port });
+        let mut http_port =
+            config
+                .http_port
+                .unwrap_or(if config.port == 0 { 0 } else { quic_port });
         let state = SidecarState::new(hub.clone(), hashes.clone(), quic_port);
         for &ip in &config.bind {
             let listener = transport::bind_tcp(ip, http_port)?;
@@ -96,7 +100,11 @@ impl Server {
             let addr = listener.local_addr()?;
             http_port = addr.port();
             http_addrs.push(addr);
-            tasks.push(tokio::spawn(http::serve(listener, state.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(http::serve(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+            )));
         }
 
         for endpoint in &endpoints {
@@ -117,20 +125,28 @@ impl Server {
                     keep_alive,
                     hashes: hashes.clone(),
                 });
-                tasks.push(tokio::spawn(renewal.clone().run(renew_in, shutdown.clone())));
+                tasks.push(tokio::spawn(
+                    renewal.clone().run(renew_in, shutdown.clone()),
+                ));
                 Some(renewal)
             }
             _ => None,
         };
 
         for addr in &quic_addrs {
-            info!("WebTransport on https://{}{SIGNAL_PATH}", display_host(*addr));
+            info!(
+                "WebTransport on https://{}{SIGNAL_PATH}",
+                display_host(*addr)
+            );
         }
         for addr in &http_addrs {
             info!("HTTP sidecar on http://{}/", display_host(*addr));
         }
         match identity.pinned_hash {
-            Some(hash) => info!("self-signed certificate, sha-256 {}", crate::http::base64(&hash)),
+            Some(hash) => info!(
+                "self-signed certificate, sha-256 {}",
+                crate::http::base64(&hash)
+            ),
             None => info!("certificate from files"),
         }
         Ok(Server {
@@ -174,7 +190,10 @@ impl Server {
     /// Replaces the self-signed certificate now (it is also renewed on a
     /// timer); an error for a certificate loaded from files.
     pub fn renew_certificate(&self) -> anyhow::Result<()> {
-        let renewal = self.renewal.as_ref().context("the certificate is not self-signed")?;
+        let renewal = self
+            .renewal
+            .as_ref()
+            .context("the certificate is not self-signed")?;
         renewal.renew().map(drop)
     }
 
@@ -191,11 +210,17 @@ impl Server {
             peer.request_close(CloseCode::ShuttingDown, "server shutting down");
         }
         self.sessions.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.sessions.wait())
+            .await
+            .is_err()
+        {
             warn!("sessions still open after the shutdown grace period");
         }
         for endpoint in &self.endpoints {
-            endpoint.close(wtransport::VarInt::from_u32(CloseCode::ShuttingDown.code()), b"server shutting down");
+            endpoint.close(
+                wtransport::VarInt::from_u32(CloseCode::ShuttingDown.code()),
+                b"server shutting down",
+            );
         }
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -259,7 +284,9 @@ impl Renewal {
             let builder = ServerConfig::builder().with_bind_default(0);
             let transport = transport::transport_config(self.idle_timeout, self.keep_alive)?;
             let config = tls_config(builder, &identity, transport);
-            endpoint.reload_config(config, false).context("reloading TLS")?;
+            endpoint
+                .reload_config(config, false)
+                .context("reloading TLS")?;
         }
         if let (Some(hash), Ok(mut pinned)) = (identity.pinned_hash, self.hashes.write()) {
             *pinned = vec![hash];

@@ -68,8 +68,13 @@ async fn serve_inner(
 
     let admitted = hub.connect(|id| Peer::new(id, connection.clone(), limits.outbound_queue_bytes));
     let Ok((peer, outbound)) = admitted else {
-        close_with_closing(&mut send, &connection, CloseCode::AtCapacity, "server at capacity")
-            .await;
+        close_with_closing(
+            &mut send,
+            &connection,
+            CloseCode::AtCapacity,
+            "server at capacity",
+        )
+        .await;
         return Ok(());
     };
     debug!(session = peer.id(), remote = %connection.remote_address(), "session open");
@@ -110,7 +115,11 @@ async fn refuse_extra_streams(connection: Connection) {
 async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Limits) {
     let connection = peer.connection().clone();
     let mut decoder = FrameDecoder::default();
-    let mut guard = FloodGuard::new(limits.frame_rate, limits.datagram_rate, std::time::Instant::now());
+    let mut guard = FloodGuard::new(
+        limits.frame_rate,
+        limits.datagram_rate,
+        std::time::Instant::now(),
+    );
     loop {
         loop {
             match decoder.next_frame() {
@@ -148,7 +157,11 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
 fn on_limited(peer: &Peer, verdict: Verdict) {
     match verdict {
         Verdict::Allow | Verdict::Drop { notify: false } => {}
-        Verdict::Drop { notify: true } => reply_error(peer, ErrorCode::RateLimited, "rate limit exceeded; message dropped"),
+        Verdict::Drop { notify: true } => reply_error(
+            peer,
+            ErrorCode::RateLimited,
+            "rate limit exceeded; message dropped",
+        ),
         Verdict::Close => peer.request_close(CloseCode::Abuse, "too many messages"),
     }
 }
@@ -205,7 +218,11 @@ fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
             ref candidate,
         } => {
             if ice_too_large(candidate) {
-                reply_error(peer, ErrorCode::TooLarge, "an ICE candidate field is over 1024 bytes");
+                reply_error(
+                    peer,
+                    ErrorCode::TooLarge,
+                    "an ICE candidate field is over 1024 bytes",
+                );
             } else {
                 relay(peer, &msg, match_id, frame);
             }
@@ -278,7 +295,11 @@ fn handle_datagram(peer: &Peer, payload: Bytes) {
 
 /// Writes the outbound queue to the signaling stream in batches; on a close
 /// request, sends `Closing` and closes the session.
-async fn write_loop(peer: Arc<Peer>, mut send: SendStream, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
+async fn write_loop(
+    peer: Arc<Peer>,
+    mut send: SendStream,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+) {
     let mut current_match: Option<u64> = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut interrupted = false;
@@ -337,7 +358,12 @@ async fn write_loop(peer: Arc<Peer>, mut send: SendStream, mut outbound: mpsc::U
 }
 
 /// Sends `Closing`, waits (briefly) for it to be acknowledged, then closes.
-async fn close_with_closing(send: &mut SendStream, connection: &Connection, code: CloseCode, reason: &str) {
+async fn close_with_closing(
+    send: &mut SendStream,
+    connection: &Connection,
+    code: CloseCode,
+    reason: &str,
+) {
     if code != CloseCode::Normal {
         let frame = encode_frame(&ServerMsg::Closing {
             code: code.code(),

@@ -97,7 +97,11 @@ pub fn self_signed(names: &[String], validity: Duration) -> anyhow::Result<TlsId
         validity + BACKDATE <= MAX_PINNED_VALIDITY,
         "pinned certificates may be valid for at most 14 days"
     );
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     sans.extend(names.iter().cloned());
     let mut params = rcgen::CertificateParams::new(sans).context("certificate names")?;
     params
@@ -131,10 +135,14 @@ mod tests {
         let leaf = &tls.identity.certificate_chain().as_slice()[0];
         assert_eq!(tls.pinned_hash, Some(*leaf.hash().as_ref()));
         let (_, x509) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
-        let validity = x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
+        let validity =
+            x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
         assert!(validity as u64 <= MAX_PINNED_VALIDITY.as_secs());
         let key = x509.public_key().parsed().unwrap();
-        assert!(matches!(key, x509_parser::public_key::PublicKey::EC(_)), "ECDSA key");
+        assert!(
+            matches!(key, x509_parser::public_key::PublicKey::EC(_)),
+            "ECDSA key"
+        );
         assert_eq!(tls.renew_in, Some(Duration::from_secs(6 * 24 * 3600)));
         assert!(self_signed(&[], MAX_PINNED_VALIDITY).is_err());
     }

@@ -16,7 +16,10 @@ use crate::protocol::MAX_FRAME_LEN;
 /// Transport parameters sized for one signaling stream per session rather
 /// than quinn's bulk-transfer defaults: small windows and buffers keep a slow
 /// or hostile client's cost bounded.
-pub fn transport_config(idle_timeout: Duration, keep_alive: Duration) -> anyhow::Result<QuicTransportConfig> {
+pub fn transport_config(
+    idle_timeout: Duration,
+    keep_alive: Duration,
+) -> anyhow::Result<QuicTransportConfig> {
     let mut config = QuicTransportConfig::default();
     // HTTP/3 needs the CONNECT stream plus the signaling stream; a few more
     // may be opened (and are refused) without stalling the session.
@@ -30,7 +33,9 @@ pub fn transport_config(idle_timeout: Duration, keep_alive: Duration) -> anyhow:
     config.send_window(4 * u64::from(frame));
     config.datagram_receive_buffer_size(Some(64 * 1024));
     config.datagram_send_buffer_size(64 * 1024);
-    config.max_idle_timeout(Some(IdleTimeout::try_from(idle_timeout).context("idle timeout")?));
+    config.max_idle_timeout(Some(
+        IdleTimeout::try_from(idle_timeout).context("idle timeout")?,
+    ));
     config.keep_alive_interval(Some(keep_alive));
     Ok(config)
 }
@@ -55,7 +60,9 @@ pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocke
             );
         }
     }
-    socket.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
     Ok(socket.into())
 }
 
@@ -67,7 +74,9 @@ pub fn bind_tcp(ip: IpAddr, port: u16) -> anyhow::Result<std::net::TcpListener> 
         socket.set_only_v6(!ip.is_unspecified())?;
     }
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into()).with_context(|| format!("binding TCP {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding TCP {addr}"))?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())

@@ -10,17 +10,50 @@ use quicmatch::protocol::{ClientMsg, Gender, ServerMsg};
 async fn join_match_relay_and_chat() {
     let server = start_server(&[]).await;
     let (mut a, mut b, id) = matched_pair(&server).await;
-    send(&mut b, ClientMsg::Offer { match_id: id, sdp: "v=0 offer".into() }).await;
-    assert_eq!(next_msg(&mut a).await, ServerMsg::Offer { match_id: id, sdp: "v=0 offer".into() });
-    send(&mut a, ClientMsg::Answer { match_id: id, sdp: "v=0 answer".into() }).await;
-    assert_eq!(next_msg(&mut b).await, ServerMsg::Answer { match_id: id, sdp: "v=0 answer".into() });
+    send(
+        &mut b,
+        ClientMsg::Offer {
+            match_id: id,
+            sdp: "v=0 offer".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_msg(&mut a).await,
+        ServerMsg::Offer {
+            match_id: id,
+            sdp: "v=0 offer".into()
+        }
+    );
+    send(
+        &mut a,
+        ClientMsg::Answer {
+            match_id: id,
+            sdp: "v=0 answer".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_msg(&mut b).await,
+        ServerMsg::Answer {
+            match_id: id,
+            sdp: "v=0 answer".into()
+        }
+    );
 
     let seq = a.chat(id, "hello").unwrap();
     assert_eq!(
         next_event(&mut b).await,
-        Event::Chat { match_id: id, seq, text: "hello".into() }
+        Event::Chat {
+            match_id: id,
+            seq,
+            text: "hello".into()
+        }
     );
-    assert_eq!(next_event(&mut a).await, Event::ChatAcked { match_id: id, seq });
+    assert_eq!(
+        next_event(&mut a).await,
+        Event::ChatAcked { match_id: id, seq }
+    );
     assert_eq!(server.stats().active_matches, 1);
     drop(a);
     drop(b);
@@ -32,9 +65,18 @@ async fn stop_requeues_both() {
     let server = start_server(&[]).await;
     let (mut a, mut b, id) = matched_pair(&server).await;
     send(&mut b, ClientMsg::Stop).await;
-    assert_eq!(next_msg(&mut a).await, ServerMsg::PartnerDisconnected { match_id: id });
-    assert_eq!(next_msg(&mut a).await, ServerMsg::Waiting { queue_position: 1 });
-    assert_eq!(next_msg(&mut b).await, ServerMsg::Waiting { queue_position: 1 });
+    assert_eq!(
+        next_msg(&mut a).await,
+        ServerMsg::PartnerDisconnected { match_id: id }
+    );
+    assert_eq!(
+        next_msg(&mut a).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    assert_eq!(
+        next_msg(&mut b).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
     let mut c = connect(&server).await;
     let m = join(&mut c, "Cy", Gender::Male).await;
     assert!(matches!(m, ServerMsg::Matched { .. }), "{m:?}");

@@ -36,7 +36,13 @@ fn first_join_waits_then_opposite_gender_matches() {
     let mut r = registry();
     let (a, b) = (r.connect().unwrap(), r.connect().unwrap());
     let ev = r.join(a, profile("Ann", Gender::Female)).unwrap();
-    assert_eq!(ev, vec![Event::Waiting { session: a, queue_position: 1 }]);
+    assert_eq!(
+        ev,
+        vec![Event::Waiting {
+            session: a,
+            queue_position: 1
+        }]
+    );
     let ev = r.join(b, profile("  Bob ", Gender::Male)).unwrap();
     assert_eq!(
         ev,
@@ -59,7 +65,12 @@ fn first_join_waits_then_opposite_gender_matches() {
     );
     assert_eq!(
         r.stats(),
-        Stats { active_users: 2, active_matches: 1, male_queue: 0, female_queue: 0 }
+        Stats {
+            active_users: 2,
+            active_matches: 1,
+            male_queue: 0,
+            female_queue: 0
+        }
     );
     r.assert_invariants();
 }
@@ -70,7 +81,13 @@ fn same_gender_queues_in_fifo_order() {
     let men: Vec<_> = (0..3).map(|_| r.connect().unwrap()).collect();
     for (i, &m) in men.iter().enumerate() {
         let ev = r.join(m, profile("M", Gender::Male)).unwrap();
-        assert_eq!(ev, vec![Event::Waiting { session: m, queue_position: i as u32 + 1 }]);
+        assert_eq!(
+            ev,
+            vec![Event::Waiting {
+                session: m,
+                queue_position: i as u32 + 1
+            }]
+        );
     }
     let w = r.connect().unwrap();
     let ev = r.join(w, profile("W", Gender::Female)).unwrap();
@@ -86,8 +103,20 @@ fn join_twice_and_invalid_profiles_are_refused() {
         (profile("   ", Gender::Male), "empty"),
         (profile(&"x".repeat(33), Gender::Male), "longer"),
         (profile("a\u{7}b", Gender::Male), "control"),
-        (Profile { age: 17, ..profile("A", Gender::Male) }, "age"),
-        (Profile { age: 121, ..profile("A", Gender::Male) }, "age"),
+        (
+            Profile {
+                age: 17,
+                ..profile("A", Gender::Male)
+            },
+            "age",
+        ),
+        (
+            Profile {
+                age: 121,
+                ..profile("A", Gender::Male)
+            },
+            "age",
+        ),
     ] {
         match r.join(a, bad) {
             Err(RefusedError::InvalidProfile(msg)) => assert!(msg.contains(why), "{msg}"),
@@ -96,25 +125,56 @@ fn join_twice_and_invalid_profiles_are_refused() {
     }
     // 32 characters (not bytes) is fine.
     r.join(a, profile(&"é".repeat(32), Gender::Male)).unwrap();
-    assert_eq!(r.join(a, profile("A", Gender::Male)), Err(RefusedError::AlreadyJoined));
+    assert_eq!(
+        r.join(a, profile("A", Gender::Male)),
+        Err(RefusedError::AlreadyJoined)
+    );
     r.assert_invariants();
 }
 
 #[test]
 fn stop_rematches_both_but_never_with_each_other() {
     let mut r = registry();
-    let (m1, w1, w2) = (r.connect().unwrap(), r.connect().unwrap(), r.connect().unwrap());
+    let (m1, w1, w2) = (
+        r.connect().unwrap(),
+        r.connect().unwrap(),
+        r.connect().unwrap(),
+    );
     r.join(m1, profile("m1", Gender::Male)).unwrap();
     r.join(w1, profile("w1", Gender::Female)).unwrap();
     r.join(w2, profile("w2", Gender::Female)).unwrap();
     // w1 presses Next: m1 is told, re-queued first and gets w2; w1 waits.
     let ev = r.stop(w1).unwrap();
-    assert_eq!(ev[0], Event::MatchLeft { session: w1, match_id: 1 });
-    assert_eq!(ev[1], Event::PartnerDisconnected { session: m1, match_id: 1 });
+    assert_eq!(
+        ev[0],
+        Event::MatchLeft {
+            session: w1,
+            match_id: 1
+        }
+    );
+    assert_eq!(
+        ev[1],
+        Event::PartnerDisconnected {
+            session: m1,
+            match_id: 1
+        }
+    );
     assert_eq!(matched(&ev), vec![(w2, m1, 2), (m1, w2, 2)]);
-    assert_eq!(ev.last(), Some(&Event::Waiting { session: w1, queue_position: 1 }));
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Waiting {
+            session: w1,
+            queue_position: 1
+        })
+    );
     // Stop while waiting answers Waiting again.
-    assert_eq!(r.stop(w1).unwrap(), vec![Event::Waiting { session: w1, queue_position: 1 }]);
+    assert_eq!(
+        r.stop(w1).unwrap(),
+        vec![Event::Waiting {
+            session: w1,
+            queue_position: 1
+        }]
+    );
     r.assert_invariants();
 }
 
@@ -125,7 +185,10 @@ fn previous_partner_is_skipped_until_someone_else_comes() {
     r.join(m, profile("m", Gender::Male)).unwrap();
     r.join(w, profile("w", Gender::Female)).unwrap();
     let ev = r.stop(m).unwrap();
-    assert!(matched(&ev).is_empty(), "rematched with previous partner: {ev:?}");
+    assert!(
+        matched(&ev).is_empty(),
+        "rematched with previous partner: {ev:?}"
+    );
     assert_eq!(r.stats().male_queue + r.stats().female_queue, 2);
     let w2 = r.connect().unwrap();
     let ev = r.join(w2, profile("w2", Gender::Female)).unwrap();
@@ -152,19 +215,39 @@ fn leave_and_disconnect_requeue_the_partner() {
     assert_eq!(
         ev,
         vec![
-            Event::MatchLeft { session: m, match_id: 1 },
-            Event::PartnerDisconnected { session: w, match_id: 1 },
-            Event::Waiting { session: w, queue_position: 1 },
+            Event::MatchLeft {
+                session: m,
+                match_id: 1
+            },
+            Event::PartnerDisconnected {
+                session: w,
+                match_id: 1
+            },
+            Event::Waiting {
+                session: w,
+                queue_position: 1
+            },
         ]
     );
     // m may join again, with a new profile; it is not matched with w again.
     let ev = r.join(m, profile("m2", Gender::Male)).unwrap();
-    assert_eq!(ev, vec![Event::Waiting { session: m, queue_position: 1 }]);
+    assert_eq!(
+        ev,
+        vec![Event::Waiting {
+            session: m,
+            queue_position: 1
+        }]
+    );
     let ev = r.disconnect(w);
     assert!(ev.is_empty());
     assert_eq!(
         r.stats(),
-        Stats { active_users: 1, active_matches: 0, male_queue: 1, female_queue: 0 }
+        Stats {
+            active_users: 1,
+            active_matches: 0,
+            male_queue: 1,
+            female_queue: 0
+        }
     );
     r.disconnect(m);
     assert_eq!(r.stats(), Stats::default());
@@ -189,7 +272,9 @@ fn match_ids_are_never_reused() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..10 {
         let w = r.connect().unwrap();
-        let ev = r.join(w, profile(&format!("w{i}"), Gender::Female)).unwrap();
+        let ev = r
+            .join(w, profile(&format!("w{i}"), Gender::Female))
+            .unwrap();
         let pairs = matched(&ev);
         assert_eq!(pairs.len(), 2, "{ev:?}");
         assert!(seen.insert(pairs[0].2));

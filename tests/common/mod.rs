@@ -15,7 +15,14 @@ pub const STEP: Duration = Duration::from_secs(5);
 
 /// Starts a server on 127.0.0.1 and [::1], ephemeral ports, plus `args`.
 pub async fn start_server(args: &[&str]) -> Server {
-    let mut argv = vec!["quicmatch", "--bind", "127.0.0.1,::1", "--port", "0", "--self-signed"];
+    let mut argv = vec![
+        "quicmatch",
+        "--bind",
+        "127.0.0.1,::1",
+        "--port",
+        "0",
+        "--self-signed",
+    ];
     argv.extend_from_slice(args);
     Server::start(Config::parse_from(argv))
         .await
