@@ -55,6 +55,7 @@ pub fn router(state: SidecarState) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/webtransport", get(webtransport))
         .with_state(state)
+        .merge(crate::web_assets::router())
 }
 
 /// Serves the sidecar on `listener` until `shutdown`.

@@ -1,0 +1,1196 @@
+// quicmatch.js: the browser side of the quicmatch signaling protocol, version 1
+// (docs/protocol.md). Dependency-free ES module for the WebTransport API.
+//
+// Two layers:
+//  1. The codec: bincode 2 (`config::standard()`) for ClientMsg, ServerMsg and
+//     Datagram, plus the 4-byte big-endian framing of the signaling stream.
+//     Decoding is strict: it rejects exactly what the Rust server rejects
+//     (unknown variants, bad bool/option tags, invalid UTF-8, short input,
+//     trailing bytes), so a bad frame never turns into a half-right message.
+//  2. `QuicmatchSession`: one WebTransport session with reconnects, the
+//     current match, relay helpers and chat over datagrams with ack/resend.
+//
+// Value shapes used by the codec (field names exactly as in the protocol):
+//   ClientMsg:  {type: 'Join', profile: {name, age, gender}}
+//               {type: 'Offer' | 'Answer', match_id, sdp}
+//               {type: 'Ice', match_id, candidate: {candidate, sdp_mid, sdp_m_line_index, username_fragment}}
+//               {type: 'Stop'} | {type: 'Leave'} | {type: 'Ping', nonce}
+//   ServerMsg:  {type: 'Waiting', queue_position}
+//               {type: 'Matched', match_id, partner, initiator, ice_servers: [{urls, username, credential}]}
+//               {type: 'Offer' | 'Answer' | 'Ice', ...as above}
+//               {type: 'PartnerDisconnected', match_id}
+//               {type: 'Error', code: 'BadFrame' | ... | 'ServerBusy', message}
+//               {type: 'Pong', nonce} | {type: 'Closing', code, reason}
+//   Datagram:   {type: 'Chat', match_id, seq, text} | {type: 'ChatAck', match_id, seq}
+//   Gender is 'Male' or 'Female'; an Option is `null` when None (encoders
+//   also take `undefined`).
+//
+// Integers: u8, u16 and u32 are JS numbers. A u64 (match_id, nonce) decodes to
+// a number when it is at most Number.MAX_SAFE_INTEGER (2^53 - 1), which every
+// match id the server hands out is, and to a BigInt above that, so no value is
+// ever silently rounded. Encoders take a u64 as either a safe integer number or
+// a BigInt.
+
+/** Largest signaling frame payload, in bytes. */
+export const MAX_FRAME_LEN = 65536;
+/** Largest `sdp` of an Offer or Answer, in bytes. */
+export const MAX_SDP_LEN = 32768;
+/** Largest `candidate`, `sdp_mid` or `username_fragment`, in bytes. */
+export const MAX_ICE_FIELD_LEN = 1024;
+/** Largest chat text, in bytes of UTF-8 (it must also be non-empty). */
+export const MAX_CHAT_LEN = 1000;
+/** The URL path of the WebTransport session. */
+export const SIGNAL_PATH = '/signal';
+
+/** Session close codes, as carried by the server's `Closing` frame. */
+export const CloseCode = Object.freeze({
+  NORMAL: 0,
+  PROTOCOL_VIOLATION: 1,
+  ABUSE: 2,
+  SHUTTING_DOWN: 3,
+  AT_CAPACITY: 4,
+});
+
+/** Thrown when bytes do not decode to exactly one message. */
+export class DecodeError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
+
+/** Thrown by {@link FrameReader} for a length prefix of 0 or over 65,536: the stream cannot be resynchronised after it. */
+export class FrameLengthError extends Error {
+  /** @param {number} length */
+  constructor(length) {
+    super(`frame length ${length} is outside 1..=${MAX_FRAME_LEN}`);
+    this.name = 'FrameLengthError';
+    this.length = length;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Schema. Each type is a small descriptor; one generic encoder and one generic
+// decoder walk them, so ClientMsg, ServerMsg and Datagram cannot disagree on
+// how a shared piece (Profile, IceCandidate, a u64) is written.
+
+const U8 = { kind: 'u8' };
+const U16 = { kind: 'uint', bits: 16 };
+const U32 = { kind: 'uint', bits: 32 };
+const U64 = { kind: 'uint', bits: 64 };
+const BOOL = { kind: 'bool' };
+const STRING = { kind: 'string' };
+const option = (inner) => ({ kind: 'option', inner });
+const vec = (inner) => ({ kind: 'vec', inner });
+const struct = (fields) => ({ kind: 'struct', fields });
+/** An enum whose variants carry nothing: the JS value is the variant's name. */
+const names = (variants) => ({ kind: 'names', variants });
+/** An enum with data: the JS value is `{type: name, ...fields}`. */
+const tagged = (name, variants) => ({ kind: 'tagged', name, variants });
+
+const GENDER = names(['Male', 'Female']);
+const ERROR_CODE = names([
+  'BadFrame', 'InvalidProfile', 'NotJoined', 'AlreadyJoined',
+  'NotMatched', 'TooLarge', 'RateLimited', 'ServerBusy',
+]);
+const PROFILE = struct([['name', STRING], ['age', U8], ['gender', GENDER]]);
+const ICE_CANDIDATE = struct([
+  ['candidate', STRING],
+  ['sdp_mid', option(STRING)],
+  ['sdp_m_line_index', option(U16)],
+  ['username_fragment', option(STRING)],
+]);
+const ICE_SERVER = struct([
+  ['urls', vec(STRING)],
+  ['username', option(STRING)],
+  ['credential', option(STRING)],
+]);
+const SDP_FIELDS = [['match_id', U64], ['sdp', STRING]];
+const ICE_FIELDS = [['match_id', U64], ['candidate', ICE_CANDIDATE]];
+
+// Variant order is the wire index: never reorder.
+const CLIENT_MSG = tagged('ClientMsg', [
+  // `Join(Profile)` is a newtype variant; its bytes are those of a struct
+  // variant with the one field, which the JS shape names `profile`.
+  ['Join', [['profile', PROFILE]]],
+  ['Offer', SDP_FIELDS],
+  ['Answer', SDP_FIELDS],
+  ['Ice', ICE_FIELDS],
+  ['Stop', []],
+  ['Leave', []],
+  ['Ping', [['nonce', U64]]],
+]);
+const SERVER_MSG = tagged('ServerMsg', [
+  ['Waiting', [['queue_position', U32]]],
+  ['Matched', [['match_id', U64], ['partner', PROFILE], ['initiator', BOOL], ['ice_servers', vec(ICE_SERVER)]]],
+  ['Offer', SDP_FIELDS],
+  ['Answer', SDP_FIELDS],
+  ['Ice', ICE_FIELDS],
+  ['PartnerDisconnected', [['match_id', U64]]],
+  ['Error', [['code', ERROR_CODE], ['message', STRING]]],
+  ['Pong', [['nonce', U64]]],
+  ['Closing', [['code', U32], ['reason', STRING]]],
+]);
+const DATAGRAM = tagged('Datagram', [
+  ['Chat', [['match_id', U64], ['seq', U32], ['text', STRING]]],
+  ['ChatAck', [['match_id', U64], ['seq', U32]]],
+]);
+
+const utf8Encoder = new TextEncoder();
+// fatal: invalid UTF-8 is an error, as in Rust's String::from_utf8.
+// ignoreBOM: keep a leading U+FEFF as a character, as Rust does.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Byte length of a string once encoded as UTF-8. @param {string} text */
+export function utf8Length(text) {
+  return utf8Encoder.encode(text).length;
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+
+class Writer {
+  constructor() {
+    this.buf = new Uint8Array(64);
+    this.len = 0;
+  }
+
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    const bigger = new Uint8Array(Math.max(this.buf.length * 2, this.len + n));
+    bigger.set(this.buf.subarray(0, this.len));
+    this.buf = bigger;
+  }
+
+  byte(b) {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+
+  bytes(b) {
+    this.reserve(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+
+  /** Little-endian unsigned integer of `n` bytes. @param {bigint} v @param {number} n */
+  le(v, n) {
+    for (let i = 0; i < n; i++) {
+      this.byte(Number(v & 0xffn));
+      v >>= 8n;
+    }
+  }
+
+  /** bincode varint: < 251 in one byte, else a 0xFB/0xFC/0xFD marker and 2/4/8 bytes LE. */
+  varint(value, bits, path) {
+    const v = toUint(value, bits, path);
+    if (v < 251n) this.byte(Number(v));
+    else if (v < 0x1_0000n) { this.byte(0xfb); this.le(v, 2); }
+    else if (v < 0x1_0000_0000n) { this.byte(0xfc); this.le(v, 4); }
+    else { this.byte(0xfd); this.le(v, 8); }
+  }
+
+  finish() {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+/** Checks that `value` is an unsigned integer that fits in `bits` bits; returns it as a BigInt. */
+function toUint(value, bits, path) {
+  let v;
+  if (typeof value === 'bigint') v = value;
+  else if (typeof value === 'number' && Number.isSafeInteger(value)) v = BigInt(value);
+  else throw new TypeError(`${path}: expected an integer (a safe integer number or a BigInt), got ${describe(value)}`);
+  if (v < 0n || v >= 1n << BigInt(bits)) throw new RangeError(`${path}: ${v} does not fit in u${bits}`);
+  return v;
+}
+
+function describe(value) {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  return String(value);
+}
+
+function encodeValue(w, type, value, path) {
+  switch (type.kind) {
+    case 'u8':
+      w.byte(Number(toUint(value, 8, path)));
+      return;
+    case 'uint':
+      w.varint(value, type.bits, path);
+      return;
+    case 'bool':
+      if (typeof value !== 'boolean') throw new TypeError(`${path}: expected a boolean, got ${describe(value)}`);
+      w.byte(value ? 1 : 0);
+      return;
+    case 'string': {
+      if (typeof value !== 'string') throw new TypeError(`${path}: expected a string, got ${describe(value)}`);
+      // A lone surrogate has no UTF-8 form; TextEncoder would swap it for U+FFFD.
+      if (typeof value.isWellFormed === 'function' && !value.isWellFormed()) {
+        throw new TypeError(`${path}: string holds a lone surrogate`);
+      }
+      const bytes = utf8Encoder.encode(value);
+      w.varint(bytes.length, 64, path);
+      w.bytes(bytes);
+      return;
+    }
+    case 'option':
+      if (value === null || value === undefined) {
+        w.byte(0);
+      } else {
+        w.byte(1);
+        encodeValue(w, type.inner, value, path);
+      }
+      return;
+    case 'vec':
+      if (!Array.isArray(value)) throw new TypeError(`${path}: expected an array, got ${describe(value)}`);
+      w.varint(value.length, 64, path);
+      value.forEach((item, i) => encodeValue(w, type.inner, item, `${path}[${i}]`));
+      return;
+    case 'struct':
+      if (value === null || typeof value !== 'object') throw new TypeError(`${path}: expected an object, got ${describe(value)}`);
+      for (const [name, fieldType] of type.fields) encodeValue(w, fieldType, value[name], `${path}.${name}`);
+      return;
+    case 'names': {
+      const index = type.variants.indexOf(value);
+      if (index < 0) throw new TypeError(`${path}: expected one of ${type.variants.join(', ')}, got ${describe(value)}`);
+      w.varint(index, 32, path);
+      return;
+    }
+    case 'tagged': {
+      const tag = value?.type;
+      const index = type.variants.findIndex(([name]) => name === tag);
+      if (index < 0) throw new TypeError(`${path}: unknown ${type.name} type ${describe(tag)}`);
+      w.varint(index, 32, path);
+      for (const [name, fieldType] of type.variants[index][1]) encodeValue(w, fieldType, value[name], `${tag}.${name}`);
+      return;
+    }
+    default:
+      throw new Error(`unknown schema kind ${type.kind}`);
+  }
+}
+
+function encodeWith(type, value) {
+  const w = new Writer();
+  encodeValue(w, type, value, type.name);
+  return w.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Decoder
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+class Reader {
+  /** @param {Uint8Array} buf */
+  constructor(buf) {
+    this.buf = buf;
+    this.pos = 0;
+  }
+
+  get remaining() {
+    return this.buf.length - this.pos;
+  }
+
+  take(n, path) {
+    if (n > this.remaining) throw new DecodeError(`${path}: input ends early (need ${n} bytes, have ${this.remaining})`);
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  byte(path) {
+    return this.take(1, path)[0];
+  }
+
+  /**
+   * bincode varint for an integer of `bits` bits. Like bincode, a marker too
+   * wide for the type (0xFC for a u16, 0xFD for a u32, 0xFE/0xFF for anything
+   * here) is an error; a value written wider than needed is accepted.
+   */
+  varint(bits, path) {
+    const first = this.byte(path);
+    if (first < 251) return first;
+    let n;
+    if (first === 0xfb) n = 2;
+    else if (first === 0xfc && bits >= 32) n = 4;
+    else if (first === 0xfd && bits >= 64) n = 8;
+    else throw new DecodeError(`${path}: invalid varint marker 0x${first.toString(16)} for a u${bits}`);
+    const b = this.take(n, path);
+    let v = 0n;
+    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+    return v <= MAX_SAFE ? Number(v) : v;
+  }
+
+  /** A length (string bytes or vec elements); each counted unit takes at least one byte, so more than what is left is short input. */
+  length(path) {
+    const len = this.varint(64, path);
+    if (typeof len !== 'number' || len > this.remaining) {
+      throw new DecodeError(`${path}: length ${len} is more than the ${this.remaining} bytes left`);
+    }
+    return len;
+  }
+}
+
+function decodeValue(r, type, path) {
+  switch (type.kind) {
+    case 'u8':
+      return r.byte(path);
+    case 'uint':
+      return r.varint(type.bits, path);
+    case 'bool': {
+      const b = r.byte(path);
+      if (b > 1) throw new DecodeError(`${path}: invalid bool byte 0x${b.toString(16)}`);
+      return b === 1;
+    }
+    case 'string': {
+      const bytes = r.take(r.length(path), path);
+      try {
+        return utf8Decoder.decode(bytes);
+      } catch {
+        throw new DecodeError(`${path}: invalid UTF-8`);
+      }
+    }
+    case 'option': {
+      const tag = r.byte(path);
+      if (tag === 0) return null;
+      if (tag === 1) return decodeValue(r, type.inner, path);
+      throw new DecodeError(`${path}: invalid Option tag 0x${tag.toString(16)}`);
+    }
+    case 'vec': {
+      const len = r.length(path);
+      const out = [];
+      for (let i = 0; i < len; i++) out.push(decodeValue(r, type.inner, `${path}[${i}]`));
+      return out;
+    }
+    case 'struct': {
+      const out = {};
+      for (const [name, fieldType] of type.fields) out[name] = decodeValue(r, fieldType, `${path}.${name}`);
+      return out;
+    }
+    case 'names': {
+      const index = r.varint(32, path);
+      if (typeof index !== 'number' || index >= type.variants.length) throw new DecodeError(`${path}: unknown variant ${index}`);
+      return type.variants[index];
+    }
+    case 'tagged': {
+      const index = r.varint(32, path);
+      if (typeof index !== 'number' || index >= type.variants.length) {
+        throw new DecodeError(`${type.name}: unknown variant ${index}`);
+      }
+      const [tag, fields] = type.variants[index];
+      const out = { type: tag };
+      for (const [name, fieldType] of fields) out[name] = decodeValue(r, fieldType, `${tag}.${name}`);
+      return out;
+    }
+    default:
+      throw new Error(`unknown schema kind ${type.kind}`);
+  }
+}
+
+function decodeWith(type, bytes) {
+  if (!(bytes instanceof Uint8Array)) {
+    if (bytes instanceof ArrayBuffer) bytes = new Uint8Array(bytes);
+    else throw new TypeError('expected a Uint8Array or ArrayBuffer');
+  }
+  const r = new Reader(bytes);
+  const value = decodeValue(r, type, type.name);
+  if (r.remaining !== 0) throw new DecodeError(`${type.name}: ${r.remaining} trailing bytes after the message`);
+  return value;
+}
+
+/**
+ * @typedef {'Male'|'Female'} Gender
+ * @typedef {{name: string, age: number, gender: Gender}} Profile
+ * @typedef {number|bigint} U64 A u64: a number when it is a safe integer, else a BigInt.
+ * @typedef {{candidate: string, sdp_mid: ?string, sdp_m_line_index: ?number, username_fragment: ?string}} WireIceCandidate
+ * @typedef {{urls: string[], username: ?string, credential: ?string}} WireIceServer
+ * @typedef {'BadFrame'|'InvalidProfile'|'NotJoined'|'AlreadyJoined'|'NotMatched'|'TooLarge'|'RateLimited'|'ServerBusy'} ErrorCode
+ * @typedef {{type: 'Join', profile: Profile}
+ *   | {type: 'Offer'|'Answer', match_id: U64, sdp: string}
+ *   | {type: 'Ice', match_id: U64, candidate: WireIceCandidate}
+ *   | {type: 'Stop'} | {type: 'Leave'} | {type: 'Ping', nonce: U64}} ClientMsg
+ * @typedef {{type: 'Waiting', queue_position: number}
+ *   | {type: 'Matched', match_id: U64, partner: Profile, initiator: boolean, ice_servers: WireIceServer[]}
+ *   | {type: 'Offer'|'Answer', match_id: U64, sdp: string}
+ *   | {type: 'Ice', match_id: U64, candidate: WireIceCandidate}
+ *   | {type: 'PartnerDisconnected', match_id: U64}
+ *   | {type: 'Error', code: ErrorCode, message: string}
+ *   | {type: 'Pong', nonce: U64}
+ *   | {type: 'Closing', code: number, reason: string}} ServerMsg
+ * @typedef {{type: 'Chat', match_id: U64, seq: number, text: string}
+ *   | {type: 'ChatAck', match_id: U64, seq: number}} Datagram
+ */
+
+/** Encodes a client message (unframed). Throws TypeError/RangeError for a value that does not fit the type. @param {ClientMsg} msg @returns {Uint8Array} */
+export function encodeClientMsg(msg) { return encodeWith(CLIENT_MSG, msg); }
+/** Decodes bytes that must hold exactly one client message. Throws {@link DecodeError}. @param {Uint8Array|ArrayBuffer} bytes @returns {ClientMsg} */
+export function decodeClientMsg(bytes) { return decodeWith(CLIENT_MSG, bytes); }
+/** Encodes a server message (unframed). @param {ServerMsg} msg @returns {Uint8Array} */
+export function encodeServerMsg(msg) { return encodeWith(SERVER_MSG, msg); }
+/** Decodes bytes that must hold exactly one server message. Throws {@link DecodeError}. @param {Uint8Array|ArrayBuffer} bytes @returns {ServerMsg} */
+export function decodeServerMsg(bytes) { return decodeWith(SERVER_MSG, bytes); }
+/** Encodes a datagram. @param {Datagram} msg @returns {Uint8Array} */
+export function encodeDatagram(msg) { return encodeWith(DATAGRAM, msg); }
+/** Decodes bytes that must hold exactly one datagram. Throws {@link DecodeError}. @param {Uint8Array|ArrayBuffer} bytes @returns {Datagram} */
+export function decodeDatagram(bytes) { return decodeWith(DATAGRAM, bytes); }
+
+// ---------------------------------------------------------------------------
+// Framing
+
+/**
+ * Prefixes an encoded message with its 4-byte big-endian length.
+ * @param {Uint8Array} payload 1 to 65,536 bytes
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(payload) {
+  if (payload.length < 1 || payload.length > MAX_FRAME_LEN) {
+    throw new RangeError(`frame payload of ${payload.length} bytes is outside 1..=${MAX_FRAME_LEN}`);
+  }
+  const out = new Uint8Array(4 + payload.length);
+  new DataView(out.buffer).setUint32(0, payload.length, false);
+  out.set(payload, 4);
+  return out;
+}
+
+/**
+ * Splits a byte stream into frame payloads: chunks go in with {@link FrameReader#push},
+ * whole payloads come out of {@link FrameReader#next}.
+ */
+export class FrameReader {
+  constructor() {
+    /** @type {Uint8Array} */
+    this.buf = new Uint8Array(0);
+  }
+
+  /** Appends bytes read from the stream. @param {Uint8Array} chunk */
+  push(chunk) {
+    if (this.buf.length === 0) {
+      this.buf = chunk.slice();
+      return;
+    }
+    const joined = new Uint8Array(this.buf.length + chunk.length);
+    joined.set(this.buf);
+    joined.set(chunk, this.buf.length);
+    this.buf = joined;
+  }
+
+  /**
+   * The next whole frame's payload, or null until one has arrived.
+   * Throws {@link FrameLengthError} for a length of 0 or over 65,536.
+   * @returns {Uint8Array|null}
+   */
+  next() {
+    if (this.buf.length < 4) return null;
+    const len = new DataView(this.buf.buffer, this.buf.byteOffset, 4).getUint32(0, false);
+    if (len === 0 || len > MAX_FRAME_LEN) throw new FrameLengthError(len);
+    if (this.buf.length < 4 + len) return null;
+    const payload = this.buf.slice(4, 4 + len);
+    this.buf = this.buf.slice(4 + len);
+    return payload;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Session
+
+/**
+ * The server's `/api/webtransport` answer, decoded.
+ * @typedef {{url: string, serverCertificateHashes: {algorithm: string, value: Uint8Array}[]}} TransportInfo
+ */
+
+/**
+ * Fetches `/api/webtransport` relative to `base` and turns the base64
+ * certificate hashes into bytes, as `new WebTransport` wants them.
+ * @param {string|URL} [base] page or server URL; defaults to the current page
+ * @param {typeof fetch} [fetchFn]
+ * @returns {Promise<TransportInfo>}
+ */
+export async function fetchTransportInfo(base = globalThis.location?.href, fetchFn = globalThis.fetch) {
+  const res = await fetchFn(new URL('/api/webtransport', base), { cache: 'no-store' });
+  if (!res.ok) throw new Error(`/api/webtransport answered ${res.status}`);
+  const json = await res.json();
+  if (typeof json?.url !== 'string') throw new Error('/api/webtransport: no url');
+  const hashes = (json.serverCertificateHashes ?? []).map((h) => ({
+    algorithm: h.algorithm,
+    value: Uint8Array.from(atob(h.value), (c) => c.charCodeAt(0)),
+  }));
+  return { url: json.url, serverCertificateHashes: hashes };
+}
+
+/**
+ * @typedef {object} SessionOptions
+ * @property {string|URL} [base] where `/api/webtransport` is fetched from (default: the page's URL)
+ * @property {number} [initialBackoffMs] first reconnect delay after a lost connection (default 1000)
+ * @property {number} [maxBackoffMs] longest reconnect delay (default 30000)
+ * @property {number} [capacityBackoffMs] shortest delay after `Closing` code 4, server at capacity (default 5000)
+ * @property {number} [chatResendMs] how long a chat waits for its ack before it is sent again (default 700)
+ * @property {number} [chatMaxResends] resends before a chat is given up as lost (default 4)
+ * @property {number} [earlyChatMs] how long a chat datagram for an unknown match is kept, in case its `Matched` frame is still on the way (default 3000)
+ * @property {number} [keepAliveMs] interval of keep-alive pings while connected, 0 for none (default 20000)
+ * @property {number} [pingTimeoutMs] when a `ping()` promise gives up (default 10000)
+ * @property {(level: 'debug'|'info'|'warn', message: string) => void} [logger] receives the session's diagnostics
+ */
+
+/** @type {Required<Omit<SessionOptions, 'base'|'logger'>>} */
+const DEFAULTS = {
+  initialBackoffMs: 1000,
+  maxBackoffMs: 30000,
+  capacityBackoffMs: 5000,
+  chatResendMs: 700,
+  chatMaxResends: 4,
+  earlyChatMs: 3000,
+  keepAliveMs: 20000,
+  pingTimeoutMs: 10000,
+};
+
+/** Most chat datagrams kept while waiting for their `Matched` frame. */
+const EARLY_CHAT_LIMIT = 32;
+/** Received chat seqs remembered per match for de-duplication. */
+const SEEN_SEQ_LIMIT = 4096;
+
+/**
+ * One quicmatch session over WebTransport.
+ *
+ * Events (all `CustomEvent`s; the payload is in `event.detail`):
+ * - `open` `{url}`: the transport and signaling stream are up (after every (re)connect).
+ * - `waiting` `{queuePosition}`: queued at this 1-based position.
+ * - `matched` `{matchId, partner, initiator, iceServers}`: `iceServers` is ready for `new RTCPeerConnection({iceServers})`.
+ * - `offer` / `answer` `{matchId, sdp}`: the partner's session description (only for the current match).
+ * - `ice` `{matchId, candidate}`: an `RTCIceCandidateInit`; `candidate.candidate === ''` is end-of-candidates.
+ * - `chat` `{matchId, seq, text}`: a chat line from the partner, once per seq.
+ * - `chat-ack` `{matchId, seq, rttMs}`: the partner received our chat `seq`.
+ * - `chat-failed` `{matchId, seq, text}`: no ack after all resends (or the match ended first).
+ * - `partner-disconnected` `{matchId, reason}`: the match is over; `reason` is `'partner-left'`, or
+ *   `'connection-lost'` when our own connection dropped while matched. The server re-queues us
+ *   after `'partner-left'`; after a lost connection the session re-joins once it reconnects.
+ * - `pong` `{nonce, rttMs}`.
+ * - `closing` `{code, reason}`: the server's last frame before it closes the session.
+ * - `error` `{code, message, fromServer}`: a server `Error` (`code` is its ErrorCode name) or a
+ *   local refusal (`NotConnected`, `NotMatched`, `TooLarge`, `DatagramTooLarge`, `EmptyChat`,
+ *   `BadServerFrame`, `ProtocolViolation`, `ConnectFailed`).
+ * - `close` `{code, reason, byUser, reconnectInMs}`: the transport is gone; `code` is the
+ *   `Closing` code if the server sent one, else null; `reconnectInMs` is null when the
+ *   session will not reconnect by itself.
+ * - `state` `{state}`: {@link QuicmatchSession#state} changed.
+ */
+export class QuicmatchSession extends EventTarget {
+  /** @param {SessionOptions} [options] */
+  constructor(options = {}) {
+    super();
+    const { base, logger, ...rest } = options;
+    /** @private */
+    this.opts = { ...DEFAULTS, ...rest };
+    /** @private */
+    this.base = base ?? globalThis.location?.href;
+    /** @private */
+    this.logger = logger ?? (() => {});
+    /**
+     * `'disconnected'` (not started, or stopped for good), `'connecting'`, `'idle'`
+     * (connected, not joined), `'waiting'`, `'matched'` or `'closed'` (after {@link close}).
+     * @type {'disconnected'|'connecting'|'idle'|'waiting'|'matched'|'closed'}
+     */
+    this.state = 'disconnected';
+    /** The current match's id, or null. @type {U64|null} */
+    this.matchId = null;
+    /** The current partner's profile, or null. @type {Profile|null} */
+    this.partner = null;
+    /** Whether this side creates the offer in the current match. */
+    this.initiator = false;
+    /** The profile of the last {@link join}, used again after a reconnect. @type {Profile|null} */
+    this.profile = null;
+    /** True between {@link join} and {@link leave}: the session wants to be queued or matched. */
+    this.joined = false;
+    /** @private @type {null | {transport: WebTransport, writer: WritableStreamDefaultWriter, dgWriter: WritableStreamDefaultWriter, url: string, readDone?: Promise<void>}} */
+    this.conn = null;
+    /** @private */ this.running = false;
+    /** @private */ this.userClosed = false;
+    /** @private */ this.failures = 0;
+    /** @private @type {?{code: number, reason: string}} */ this.closing = null;
+    /** @private */ this.retryTimer = null;
+    /** @private */ this.keepAliveTimer = null;
+    /** @private */ this.nextSeq = 1;
+    /** @private */ this.nextNonce = 1;
+    /** @private @type {Map<number, {text: string, bytes: Uint8Array, matchId: U64, resends: number, firstSentAt: number, timer: any}>} */
+    this.pendingChats = new Map();
+    /** @private @type {Set<number>} */ this.seenSeqs = new Set();
+    /** @private @type {{dg: Datagram, at: number}[]} */ this.earlyChats = [];
+    /** @private @type {Map<U64, {resolve: (ms: number) => void, reject: (e: Error) => void, sentAt: number, timer: any}>} */
+    this.pendingPings = new Map();
+    /** @private @type {Array<() => void>} */ this.openWaiters = [];
+  }
+
+  /**
+   * Starts connecting (if not already connected or connecting) and resolves
+   * once the session is open. Reconnects happen by themselves afterwards.
+   * @returns {Promise<void>}
+   */
+  connect() {
+    if (this.userClosed) return Promise.reject(new Error('session was closed'));
+    if (this.conn) return Promise.resolve();
+    const opened = new Promise((resolve) => this.openWaiters.push(resolve));
+    if (!this.running) {
+      this.running = true;
+      this.failures = 0;
+      this.attempt();
+    }
+    return opened;
+  }
+
+  /**
+   * Asks to be matched with `profile` (and remembers it, to re-join after a
+   * reconnect). Connects first if needed. The server answers with `waiting`,
+   * `matched` or an `error` (e.g. `InvalidProfile`).
+   * @param {Profile} profile
+   */
+  join(profile) {
+    if (this.userClosed) throw new Error('session was closed');
+    // Encode now so a profile that cannot be encoded throws here, to the caller.
+    encodeClientMsg({ type: 'Join', profile });
+    this.profile = { name: profile.name, age: profile.age, gender: profile.gender };
+    this.joined = true;
+    if (this.conn) this.send({ type: 'Join', profile: this.profile });
+    else this.connect();
+  }
+
+  /**
+   * Ends the current match and asks for someone new (the server re-queues
+   * this session). While waiting it keeps waiting.
+   */
+  stop() {
+    // Without a connection there is no match to end; a reconnect re-joins anyway.
+    if (!this.conn) return;
+    this.send({ type: 'Stop' });
+    if (this.state === 'matched') {
+      this.endMatch();
+      this.setState('waiting');
+    }
+  }
+
+  /** Ends any match, leaves the queue; the session stays connected and idle. */
+  leave() {
+    this.joined = false;
+    if (!this.conn) return; // not connected: nothing to leave, and no re-join will happen
+    this.send({ type: 'Leave' });
+    this.endMatch();
+    this.setState('idle');
+  }
+
+  /** Sends our WebRTC offer to the current partner. @param {string} sdp @returns {boolean} whether it was sent */
+  sendOffer(sdp) {
+    return this.relay('Offer', { sdp }, utf8Length(sdp) <= MAX_SDP_LEN);
+  }
+
+  /** Sends our WebRTC answer to the current partner. @param {string} sdp @returns {boolean} whether it was sent */
+  sendAnswer(sdp) {
+    return this.relay('Answer', { sdp }, utf8Length(sdp) <= MAX_SDP_LEN);
+  }
+
+  /**
+   * Sends one of our ICE candidates to the current partner; `null` (what
+   * `onicecandidate` gives at the end) is sent as end-of-candidates.
+   * @param {RTCIceCandidateInit|RTCIceCandidate|null} init
+   * @returns {boolean} whether it was sent
+   */
+  sendIce(init) {
+    const c = init && typeof init.toJSON === 'function' ? init.toJSON() : init ?? {};
+    /** @type {WireIceCandidate} */
+    const candidate = {
+      candidate: c.candidate ?? '',
+      sdp_mid: c.sdpMid ?? null,
+      sdp_m_line_index: c.sdpMLineIndex ?? null,
+      username_fragment: c.usernameFragment ?? null,
+    };
+    const fits = [candidate.candidate, candidate.sdp_mid, candidate.username_fragment]
+      .every((s) => s === null || utf8Length(s) <= MAX_ICE_FIELD_LEN);
+    return this.relay('Ice', { candidate }, fits);
+  }
+
+  /**
+   * Sends a chat line to the current partner as a datagram, resending it
+   * until acknowledged (at most `chatMaxResends` times).
+   * @param {string} text 1 to 1,000 bytes of UTF-8
+   * @returns {number|null} the chat's seq, or null if it was refused (an `error` event says why)
+   */
+  chat(text) {
+    if (typeof text !== 'string') throw new TypeError('chat text must be a string');
+    const len = utf8Length(text);
+    if (len === 0) return this.fail('EmptyChat', 'chat text is empty');
+    if (len > MAX_CHAT_LEN) return this.fail('TooLarge', `chat text is ${len} bytes, over ${MAX_CHAT_LEN}`);
+    if (!this.conn) return this.fail('NotConnected', 'not connected');
+    if (this.state !== 'matched') return this.fail('NotMatched', 'not matched with anyone');
+    const seq = this.nextSeq;
+    const bytes = encodeDatagram({ type: 'Chat', match_id: this.matchId, seq, text });
+    const max = this.conn.transport.datagrams?.maxDatagramSize;
+    if (typeof max === 'number' && bytes.length > max) {
+      return this.fail('DatagramTooLarge', `chat needs ${bytes.length} bytes, the connection carries ${max} per datagram`);
+    }
+    this.nextSeq = (this.nextSeq + 1) % 0x1_0000_0000;
+    const entry = { text, bytes, matchId: this.matchId, resends: 0, firstSentAt: performance.now(), timer: null };
+    this.pendingChats.set(seq, entry);
+    this.sendDatagram(bytes);
+    this.scheduleResend(seq, entry);
+    return seq;
+  }
+
+  /**
+   * Sends `Ping` and resolves with the round-trip time in milliseconds
+   * (rejects when the connection drops or no `Pong` comes in time).
+   * @returns {Promise<number>}
+   */
+  ping() {
+    const nonce = this.nextNonce++;
+    return new Promise((resolve, reject) => {
+      if (!this.send({ type: 'Ping', nonce })) {
+        reject(new Error('not connected'));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.pendingPings.delete(nonce);
+        reject(new Error('no pong in time'));
+      }, this.opts.pingTimeoutMs);
+      this.pendingPings.set(nonce, { resolve, reject, sentAt: performance.now(), timer });
+    });
+  }
+
+  /** Closes the session for good (close code 0); it will not reconnect. */
+  close() {
+    if (this.userClosed) return;
+    this.userClosed = true;
+    this.running = false;
+    this.joined = false;
+    clearTimeout(this.retryTimer);
+    const conn = this.conn;
+    this.dropConnection();
+    if (conn) {
+      try {
+        conn.transport.close({ closeCode: CloseCode.NORMAL, reason: 'closed by user' });
+      } catch (err) {
+        this.log('debug', `close: ${err}`);
+      }
+    }
+    this.setState('closed');
+    this.emit('close', { code: null, reason: 'closed by user', byUser: true, reconnectInMs: null });
+  }
+
+  // -- connection -----------------------------------------------------------
+
+  /** @private One connection attempt; on any failure it schedules the next. */
+  async attempt() {
+    this.retryTimer = null;
+    if (this.userClosed || !this.running) return;
+    this.closing = null;
+    this.setState('connecting');
+    let transport = null;
+    try {
+      const info = await fetchTransportInfo(this.base);
+      const options = info.serverCertificateHashes.length ? { serverCertificateHashes: info.serverCertificateHashes } : {};
+      transport = new WebTransport(info.url, options);
+      // `closed` rejects too when `ready` does; that case is handled below.
+      transport.closed.catch(() => {});
+      await transport.ready;
+      const stream = await transport.createBidirectionalStream();
+      if (this.userClosed) {
+        transport.close({ closeCode: CloseCode.NORMAL, reason: 'closed by user' });
+        return;
+      }
+      const conn = {
+        transport,
+        url: info.url,
+        writer: stream.writable.getWriter(),
+        dgWriter: (transport.datagrams.createWritable?.() ?? transport.datagrams.writable).getWriter(),
+      };
+      this.conn = conn;
+      conn.readDone = this.readFrames(conn, stream.readable.getReader());
+      transport.closed.then(
+        (info) => this.onTransportClosed(conn, info?.reason ?? ''),
+        (err) => this.onTransportClosed(conn, String(err?.message ?? err)),
+      );
+      this.readDatagrams(conn, transport.datagrams.readable.getReader());
+      this.log('info', `connected to ${info.url}`);
+      this.setState('idle');
+      // The server sees the stream only once bytes flow on it; a Ping is a
+      // harmless first frame for a session that is not joining yet.
+      this.ping().catch(() => {});
+      if (this.joined && this.profile) this.send({ type: 'Join', profile: this.profile });
+      if (this.opts.keepAliveMs > 0) {
+        this.keepAliveTimer = setInterval(() => this.ping().catch(() => {}), this.opts.keepAliveMs);
+      }
+      this.emit('open', { url: info.url });
+      for (const resolve of this.openWaiters.splice(0)) resolve();
+    } catch (err) {
+      try {
+        transport?.close();
+      } catch {
+        // already closed
+      }
+      if (this.userClosed) return;
+      const message = String(err?.message ?? err);
+      this.emit('error', { code: 'ConnectFailed', message, fromServer: false });
+      this.afterClose(null, message);
+    }
+  }
+
+  /** @private */
+  async readFrames(conn, reader) {
+    const frames = new FrameReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        frames.push(value);
+        for (let payload = frames.next(); payload; payload = frames.next()) {
+          if (this.conn !== conn) return;
+          let msg;
+          try {
+            msg = decodeServerMsg(payload);
+          } catch (err) {
+            this.emit('error', { code: 'BadServerFrame', message: String(err.message), fromServer: false });
+            continue;
+          }
+          this.onServerMsg(msg);
+        }
+      }
+    } catch (err) {
+      if (err instanceof FrameLengthError) {
+        this.emit('error', { code: 'ProtocolViolation', message: err.message, fromServer: false });
+        try {
+          conn.transport.close({ closeCode: CloseCode.PROTOCOL_VIOLATION, reason: 'bad frame length' });
+        } catch {
+          // already closed
+        }
+        return;
+      }
+      this.log('debug', `signaling stream: ${err?.message ?? err}`);
+    }
+    // The stream ended: the session is of no use without it. (After a Closing
+    // frame the server closes the transport itself; closing it here is harmless.)
+    if (this.conn === conn) {
+      try {
+        conn.transport.close({ closeCode: CloseCode.NORMAL, reason: 'signaling stream ended' });
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** @private */
+  async readDatagrams(conn, reader) {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.conn !== conn) return;
+        this.onDatagram(value);
+      }
+    } catch (err) {
+      this.log('debug', `datagrams: ${err?.message ?? err}`);
+    }
+  }
+
+  /** @private */
+  async onTransportClosed(conn, reason) {
+    if (this.conn !== conn) return;
+    // The close and the last frames travel separately inside the browser: let
+    // the signaling stream hand over what it still holds (above all the
+    // server's Closing frame, whose code decides what happens next).
+    await Promise.race([conn.readDone, new Promise((resolve) => setTimeout(resolve, 500))]);
+    if (this.conn !== conn) return;
+    this.dropConnection();
+    const closing = this.closing;
+    this.afterClose(closing?.code ?? null, closing?.reason ?? (reason || 'connection lost'));
+  }
+
+  /** @private Forgets the live connection and everything tied to it. */
+  dropConnection() {
+    this.conn = null;
+    clearInterval(this.keepAliveTimer);
+    this.keepAliveTimer = null;
+    for (const p of this.pendingPings.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error('connection closed'));
+    }
+    this.pendingPings.clear();
+    if (this.state === 'matched') {
+      const matchId = this.matchId;
+      this.endMatch();
+      this.emit('partner-disconnected', { matchId, reason: 'connection-lost' });
+    }
+  }
+
+  /** @private Decides whether and when to reconnect, per the `Closing` code. */
+  afterClose(code, reason) {
+    if (this.userClosed) return;
+    let delay;
+    if (code === CloseCode.PROTOCOL_VIOLATION || code === CloseCode.ABUSE) {
+      delay = null; // the server asked us not to come back by ourselves
+    } else if (code === CloseCode.SHUTTING_DOWN) {
+      this.failures = 0; // a restart: come back soon, spread out a little
+      delay = 250 + Math.random() * 750;
+    } else if (code === CloseCode.AT_CAPACITY) {
+      delay = Math.max(this.opts.capacityBackoffMs, this.backoff());
+    } else {
+      delay = this.backoff();
+    }
+    this.failures++;
+    if (delay === null) {
+      this.running = false;
+      this.joined = false;
+      this.setState('disconnected');
+    } else {
+      delay = Math.round(delay);
+      this.setState('connecting');
+      this.retryTimer = setTimeout(() => this.attempt(), delay);
+    }
+    this.log('info', `connection closed (code ${code}, ${reason}); ${delay === null ? 'not reconnecting' : `reconnecting in ${delay} ms`}`);
+    this.emit('close', { code, reason, byUser: false, reconnectInMs: delay });
+  }
+
+  /** @private Exponential back-off with jitter: 50-100% of initial * 2^failures, capped. */
+  backoff() {
+    const full = Math.min(this.opts.maxBackoffMs, this.opts.initialBackoffMs * 2 ** Math.min(this.failures, 20));
+    return full * (0.5 + Math.random() * 0.5);
+  }
+
+  // -- incoming ------------------------------------------------------------
+
+  /** @private @param {ServerMsg} msg */
+  onServerMsg(msg) {
+    // Any real answer means the server took the session: the back-off starts over.
+    if (msg.type !== 'Closing') this.failures = 0;
+    switch (msg.type) {
+      case 'Waiting':
+        this.endMatch();
+        this.setState('waiting');
+        this.emit('waiting', { queuePosition: msg.queue_position });
+        break;
+      case 'Matched':
+        this.endMatch();
+        this.matchId = msg.match_id;
+        this.partner = msg.partner;
+        this.initiator = msg.initiator;
+        this.setState('matched');
+        this.emit('matched', {
+          matchId: msg.match_id,
+          partner: msg.partner,
+          initiator: msg.initiator,
+          iceServers: msg.ice_servers.map(toRtcIceServer),
+        });
+        this.replayEarlyChats();
+        break;
+      case 'Offer':
+      case 'Answer':
+        if (!this.isCurrent(msg.match_id, msg.type)) return;
+        this.emit(msg.type === 'Offer' ? 'offer' : 'answer', { matchId: msg.match_id, sdp: msg.sdp });
+        break;
+      case 'Ice':
+        if (!this.isCurrent(msg.match_id, msg.type)) return;
+        this.emit('ice', {
+          matchId: msg.match_id,
+          candidate: {
+            candidate: msg.candidate.candidate,
+            sdpMid: msg.candidate.sdp_mid,
+            sdpMLineIndex: msg.candidate.sdp_m_line_index,
+            usernameFragment: msg.candidate.username_fragment,
+          },
+        });
+        break;
+      case 'PartnerDisconnected':
+        if (!this.isCurrent(msg.match_id, msg.type)) return;
+        this.endMatch();
+        this.setState('waiting'); // the server re-queues us; Waiting or Matched follows
+        this.emit('partner-disconnected', { matchId: msg.match_id, reason: 'partner-left' });
+        break;
+      case 'Error':
+        // A refused profile leaves the session idle: do not re-send it after a reconnect.
+        if (msg.code === 'InvalidProfile') this.joined = false;
+        this.emit('error', { code: msg.code, message: msg.message, fromServer: true });
+        break;
+      case 'Pong': {
+        const p = this.pendingPings.get(msg.nonce);
+        if (!p) return;
+        this.pendingPings.delete(msg.nonce);
+        clearTimeout(p.timer);
+        const rttMs = performance.now() - p.sentAt;
+        p.resolve(rttMs);
+        this.emit('pong', { nonce: msg.nonce, rttMs });
+        break;
+      }
+      case 'Closing':
+        this.closing = { code: msg.code, reason: msg.reason };
+        this.log('info', `server closing the session: code ${msg.code}, ${msg.reason}`);
+        this.emit('closing', { code: msg.code, reason: msg.reason });
+        break;
+    }
+  }
+
+  /** @private Relay messages of another match are late leftovers: ignore them. */
+  isCurrent(matchId, what) {
+    if (this.state === 'matched' && matchId === this.matchId) return true;
+    this.log('debug', `ignoring ${what} for match ${matchId} (current: ${this.matchId})`);
+    return false;
+  }
+
+  /** @private @param {Uint8Array} bytes */
+  onDatagram(bytes) {
+    let dg;
+    try {
+      dg = decodeDatagram(bytes);
+    } catch (err) {
+      this.log('warn', `ignoring a malformed datagram: ${err.message}`);
+      return;
+    }
+    if (this.state === 'matched' && dg.match_id === this.matchId) {
+      this.handleDatagram(dg);
+      return;
+    }
+    // Datagrams and the stream are not ordered with each other: the chat of
+    // a brand-new match can come just before its Matched frame. Keep chats
+    // for a short while; stale ones of ended matches simply expire.
+    if (dg.type === 'Chat') {
+      this.pruneEarlyChats();
+      if (this.earlyChats.length < EARLY_CHAT_LIMIT) this.earlyChats.push({ dg, at: performance.now() });
+    }
+  }
+
+  /** @private */
+  pruneEarlyChats() {
+    const cutoff = performance.now() - this.opts.earlyChatMs;
+    this.earlyChats = this.earlyChats.filter((e) => e.at >= cutoff);
+  }
+
+  /** @private */
+  replayEarlyChats() {
+    this.pruneEarlyChats();
+    const mine = this.earlyChats.filter((e) => e.dg.match_id === this.matchId);
+    this.earlyChats = this.earlyChats.filter((e) => e.dg.match_id !== this.matchId);
+    for (const { dg } of mine) this.handleDatagram(dg);
+  }
+
+  /** @private @param {Datagram} dg a datagram of the current match */
+  handleDatagram(dg) {
+    if (dg.type === 'Chat') {
+      // Ack every copy: the ack of the first one may be the one that was lost.
+      this.sendDatagram(encodeDatagram({ type: 'ChatAck', match_id: dg.match_id, seq: dg.seq }));
+      if (this.seenSeqs.has(dg.seq)) return;
+      if (this.seenSeqs.size >= SEEN_SEQ_LIMIT) this.seenSeqs.delete(this.seenSeqs.values().next().value);
+      this.seenSeqs.add(dg.seq);
+      this.emit('chat', { matchId: dg.match_id, seq: dg.seq, text: dg.text });
+    } else {
+      const entry = this.pendingChats.get(dg.seq);
+      if (!entry || entry.matchId !== dg.match_id) return;
+      clearTimeout(entry.timer);
+      this.pendingChats.delete(dg.seq);
+      this.emit('chat-ack', { matchId: dg.match_id, seq: dg.seq, rttMs: performance.now() - entry.firstSentAt });
+    }
+  }
+
+  // -- outgoing ------------------------------------------------------------
+
+  /** @private Sends one frame; false (and an `error` event) when not connected or too large. */
+  send(msg) {
+    if (!this.conn) {
+      this.fail('NotConnected', `cannot send ${msg.type}: not connected`);
+      return false;
+    }
+    let frame;
+    try {
+      frame = encodeFrame(encodeClientMsg(msg));
+    } catch (err) {
+      // A frame over 65,536 bytes would make the server close the session.
+      if (err instanceof RangeError) {
+        this.fail('TooLarge', err.message);
+        return false;
+      }
+      throw err;
+    }
+    const conn = this.conn;
+    conn.writer.write(frame).catch((err) => this.log('debug', `write ${msg.type}: ${err?.message ?? err}`));
+    return true;
+  }
+
+  /** @private */
+  relay(type, fields, fits) {
+    if (this.state !== 'matched') {
+      this.fail('NotMatched', `cannot send ${type}: not matched`);
+      return false;
+    }
+    if (!fits) {
+      this.fail('TooLarge', `${type} is over the protocol's size limit`);
+      return false;
+    }
+    return this.send({ type, match_id: this.matchId, ...fields });
+  }
+
+  /** @private */
+  sendDatagram(bytes) {
+    this.conn?.dgWriter.write(bytes).catch((err) => this.log('debug', `datagram: ${err?.message ?? err}`));
+  }
+
+  /** @private */
+  scheduleResend(seq, entry) {
+    entry.timer = setTimeout(() => {
+      if (this.pendingChats.get(seq) !== entry) return;
+      if (entry.resends >= this.opts.chatMaxResends || entry.matchId !== this.matchId || !this.conn) {
+        this.pendingChats.delete(seq);
+        this.emit('chat-failed', { matchId: entry.matchId, seq, text: entry.text });
+        return;
+      }
+      entry.resends++;
+      this.sendDatagram(entry.bytes);
+      this.scheduleResend(seq, entry);
+    }, this.opts.chatResendMs);
+  }
+
+  // -- helpers ---------------------------------------------------------------
+
+  /** @private Forgets the current match and its chat state. */
+  endMatch() {
+    for (const [seq, entry] of this.pendingChats) {
+      clearTimeout(entry.timer);
+      this.emit('chat-failed', { matchId: entry.matchId, seq, text: entry.text });
+    }
+    this.pendingChats.clear();
+    this.seenSeqs.clear();
+    this.matchId = null;
+    this.partner = null;
+    this.initiator = false;
+  }
+
+  /** @private */
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state', { state });
+  }
+
+  /** @private Emits a local `error` event; returns null for `return this.fail(...)`. */
+  fail(code, message) {
+    this.log('warn', `${code}: ${message}`);
+    this.emit('error', { code, message, fromServer: false });
+    return null;
+  }
+
+  /** @private */
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** @private */
+  log(level, message) {
+    try {
+      this.logger(level, message);
+    } catch {
+      // a logger must never break the session
+    }
+  }
+}
+
+/** The protocol's IceServer as an RTCIceServer: absent fields left out (a `null` would become the string "null"). */
+function toRtcIceServer(s) {
+  /** @type {RTCIceServer} */
+  const out = { urls: s.urls };
+  if (s.username !== null) out.username = s.username;
+  if (s.credential !== null) out.credential = s.credential;
+  return out;
+}
