@@ -274,12 +274,11 @@ struct ChatState {
     next_seq: u32,
     /// Our unacknowledged chats: seq → (match, datagram, sends so far, last send).
     unacked: HashMap<u32, (u64, Bytes, u32, Instant)>,
-    /// The match whose received seqs `seen` holds.
-    seen_match: u64,
-    seen: HashSet<u32>,
+    /// (match, seq) of chats received, to show each once.
+    seen: HashSet<(u64, u32)>,
 }
 
-/// Most received sequence numbers remembered per match for de-duplication.
+/// Most received chats remembered for de-duplication.
 const MAX_SEEN: usize = 16_384;
 
 /// One session with a quicmatch server.
@@ -373,8 +372,9 @@ impl Client {
         &self.connection
     }
 
-    /// Closes the session with code 0, as a client should, and waits
-    /// (briefly) until the server has been told.
+    /// Closes the session with code 0, as a client should. A client with a
+    /// socket of its own ([`Client::connect`]) waits (briefly) until the
+    /// server has been told; one made by a [`Connector`] returns at once.
     pub async fn close(self) {
         self.connection
             .close(VarInt::from_u32(CloseCode::Normal.code()), b"bye");
@@ -401,7 +401,8 @@ async fn drive(
 ) {
     let mut decoder = FrameDecoder::default();
     let mut closing = None;
-    let mut tick = tokio::time::interval(options.resend_after / 2);
+    let period = (options.resend_after / 2).max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stream_open = true;
     loop {
@@ -454,11 +455,10 @@ fn on_datagram(
             text,
         }) => {
             let _ = connection.send_datagram(codec::encode(&Datagram::ChatAck { match_id, seq }));
-            if state.seen_match != match_id || state.seen.len() >= MAX_SEEN {
-                state.seen_match = match_id;
+            if state.seen.len() >= MAX_SEEN {
                 state.seen.clear();
             }
-            if state.seen.insert(seq) {
+            if state.seen.insert((match_id, seq)) {
                 let _ = events.send(Event::Chat {
                     match_id,
                     seq,

@@ -4,10 +4,10 @@
 //! Every encode and decode in the crate goes through this module, so the wire
 //! format could be swapped in one place.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::protocol::MAX_FRAME_LEN;
+use crate::protocol::{ClientMsg, MAX_FRAME_LEN, ServerMsg};
 
 /// Bytes of the length prefix in front of every signaling frame.
 pub const FRAME_HEADER_LEN: usize = 4;
@@ -76,17 +76,40 @@ pub fn frame_payload(frame: &[u8]) -> &[u8] {
     frame.get(FRAME_HEADER_LEN..).unwrap_or_default()
 }
 
-/// Turns the frame of a client's `Offer`, `Answer` or `Ice` into the frame of
-/// the `ServerMsg` of the same name, without re-encoding: the two enums list
-/// these variants with identical fields, one index apart (1..=3 and 2..=4).
+/// The frame that relays a client's `Offer`, `Answer` or `Ice` (`msg`,
+/// decoded from `frame`) to its partner as the `ServerMsg` of the same name;
+/// `None` for any other message.
 ///
-/// The caller must have decoded the frame as one of those three variants.
-pub fn client_relay_to_server_frame(mut frame: BytesMut) -> Bytes {
-    if let Some(tag) = frame.get_mut(FRAME_HEADER_LEN) {
-        debug_assert!((1..=3).contains(tag), "not a relay frame");
-        *tag += 1;
+/// The two enums list these variants with identical fields, one index apart
+/// (1..=3 and 2..=4), so the client's bytes are copied and only the variant
+/// byte changes. The copy is exact-sized: a queued relay never pins the
+/// reader's larger buffer. A variant index in a long varint form (bincode
+/// accepts `FB 01 00` for 1) is re-encoded instead.
+pub fn server_relay_frame(msg: &ClientMsg, frame: &[u8]) -> Option<Bytes> {
+    let server = match msg {
+        ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. } => msg,
+        _ => return None,
+    };
+    if let Some(tag @ 1..=3) = frame.get(FRAME_HEADER_LEN).copied() {
+        let mut out = BytesMut::with_capacity(frame.len());
+        out.extend_from_slice(frame);
+        if let Some(byte) = out.get_mut(FRAME_HEADER_LEN) {
+            *byte = tag + 1;
+        }
+        return Some(out.freeze());
     }
-    frame.freeze()
+    Some(encode_frame(&match server.clone() {
+        ClientMsg::Offer { match_id, sdp } => ServerMsg::Offer { match_id, sdp },
+        ClientMsg::Answer { match_id, sdp } => ServerMsg::Answer { match_id, sdp },
+        ClientMsg::Ice {
+            match_id,
+            candidate,
+        } => ServerMsg::Ice {
+            match_id,
+            candidate,
+        },
+        _ => return None,
+    }))
 }
 
 /// Splits a byte stream into frames, sans I/O: bytes go in through
@@ -131,15 +154,11 @@ impl FrameDecoder {
     }
 }
 
-/// Appends a frame header for a payload of `len` bytes (for hand-built frames).
-pub fn put_frame_header(out: &mut BytesMut, len: u32) {
-    out.put_u32(len);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::*;
+    use bytes::BufMut;
 
     #[test]
     fn join_matches_the_protocol_example() {
@@ -237,9 +256,27 @@ mod tests {
             ),
         ];
         for (client, server) in pairs {
-            let frame = BytesMut::from(&encode_frame(&client)[..]);
-            assert_eq!(client_relay_to_server_frame(frame), encode_frame(&server));
+            let frame = encode_frame(&client);
+            assert_eq!(
+                server_relay_frame(&client, &frame),
+                Some(encode_frame(&server))
+            );
+            // The same message with its variant index in the long form.
+            let mut long = vec![0, 0, 0, 0, 0xFB];
+            long.extend_from_slice(&[frame[4], 0]);
+            long.extend_from_slice(&frame[5..]);
+            let len = (long.len() - 4) as u32;
+            long[..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(decode::<ClientMsg>(&long[4..]).unwrap(), client);
+            assert_eq!(
+                server_relay_frame(&client, &long),
+                Some(encode_frame(&server))
+            );
         }
+        assert_eq!(
+            server_relay_frame(&ClientMsg::Stop, &encode_frame(&ClientMsg::Stop)),
+            None
+        );
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub struct Config {
     pub datagram_rate: u32,
 
     /// Bytes a session's outbound queue may hold; a session that does not read its stream past this is closed (code 2).
-    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
-    pub outbound_queue_bytes: usize,
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(2 * 65_540..=1 << 30))]
+    pub outbound_queue_bytes: u64,
 
     /// Seconds of silence after which a session is considered lost.
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=600))]
@@ -94,7 +94,7 @@ pub struct Config {
     pub turn_secret: Option<String>,
 
     /// Lifetime of minted TURN credentials, in seconds.
-    #[arg(long, env = "TURN_TTL_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
     pub turn_ttl_secs: u64,
 
     /// Label after the expiry in minted TURN usernames (`expiry:label`).
@@ -103,11 +103,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The sidecar's TCP port.
-    pub fn http_port(&self) -> u16 {
-        self.http_port.unwrap_or(self.port)
-    }
-
     /// How long a silent session lives.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)

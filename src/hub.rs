@@ -11,17 +11,30 @@ use crate::codec::encode_frame;
 use crate::ice::IceServers;
 use crate::peer::{Outbound, Peer, Route};
 use crate::protocol::{IceServer, Profile, ServerMsg};
-use crate::registry::{AtCapacity, Event, RefusedError, Registry, SessionId, Stats};
+use crate::registry::{
+    AtCapacity, Event, RefusedError, Registry, SessionId, Stats, validate_profile,
+};
 
 struct State {
     registry: Registry,
     peers: HashMap<SessionId, Arc<Peer>>,
+    shutting_down: bool,
+}
+
+/// Why a session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// The server holds as many sessions as it may.
+    AtCapacity,
+    /// The server is shutting down.
+    ShuttingDown,
 }
 
 /// The matching pool of this server and the sessions in it.
 pub struct Hub {
     state: Mutex<State>,
     ice: IceServers,
+    min_age: u8,
 }
 
 impl Hub {
@@ -31,8 +44,10 @@ impl Hub {
             state: Mutex::new(State {
                 registry: Registry::new(min_age, max_sessions),
                 peers: HashMap::new(),
+                shutting_down: false,
             }),
             ice,
+            min_age,
         }
     }
 
@@ -43,21 +58,29 @@ impl Hub {
     /// Admits a session, building its peer with the id the registry gives.
     /// `make_peer` may return something of its own alongside (the queue's
     /// receiving end).
-    pub fn connect<F, T>(&self, make_peer: F) -> Result<(Arc<Peer>, T), AtCapacity>
+    pub fn connect<F, T>(&self, make_peer: F) -> Result<(Arc<Peer>, T), NotAdmitted>
     where
         F: FnOnce(SessionId) -> (Arc<Peer>, T),
     {
         let mut state = self.lock();
-        let id = state.registry.connect()?;
+        if state.shutting_down {
+            return Err(NotAdmitted::ShuttingDown);
+        }
+        let id = state
+            .registry
+            .connect()
+            .map_err(|AtCapacity| NotAdmitted::AtCapacity)?;
         let (peer, extra) = make_peer(id);
         state.peers.insert(id, peer.clone());
         Ok((peer, extra))
     }
 
-    /// `Join`.
+    /// `Join`. The profile is checked before the lock is taken, so a long
+    /// name costs only its sender's time.
     pub fn join(&self, id: SessionId, profile: Profile) -> Result<(), RefusedError> {
+        let checked = validate_profile(profile, self.min_age);
         let mut state = self.lock();
-        let events = state.registry.join(id, profile)?;
+        let events = state.registry.join_checked(id, checked)?;
         self.deliver(&state, events);
         Ok(())
     }
@@ -92,13 +115,22 @@ impl Hub {
         self.lock().registry.stats()
     }
 
-    /// Every connected session's peer (for shutdown).
-    pub fn peers(&self) -> Vec<Arc<Peer>> {
-        self.lock().peers.values().cloned().collect()
+    /// Admits no session from now on and returns every connected one, so
+    /// that each can be told the server is shutting down.
+    pub fn begin_shutdown(&self) -> Vec<Arc<Peer>> {
+        let mut state = self.lock();
+        state.shutting_down = true;
+        state.peers.values().cloned().collect()
     }
 
     /// Turns registry events into routes and queued frames.
+    ///
+    /// `Matched` frames go out only after every route and queue marker of the
+    /// batch is in place: a client can relay only after it has read its
+    /// `Matched`, so its first relay always finds both routes set and the
+    /// partner's queue already expecting the new match.
     fn deliver(&self, state: &State, events: Vec<Event>) {
+        let mut matched_frames = Vec::new();
         // Both sides of a match get the same freshly minted ICE servers.
         let mut minted: Option<(u64, Vec<IceServer>)> = None;
         for event in events {
@@ -133,17 +165,18 @@ impl Hub {
                             servers
                         }
                     };
+                    peer.push(Outbound::MatchChanged(Some(match_id)));
                     peer.set_route(Some(Route {
                         match_id,
                         partner: Arc::downgrade(other),
                     }));
-                    peer.push(Outbound::MatchChanged(Some(match_id)));
-                    peer.push(Outbound::Frame(encode_frame(&ServerMsg::Matched {
+                    let frame = encode_frame(&ServerMsg::Matched {
                         match_id,
                         partner: partner_profile,
                         initiator,
                         ice_servers,
-                    })));
+                    });
+                    matched_frames.push((peer, frame));
                 }
                 Event::PartnerDisconnected { session, match_id } => {
                     if let Some(peer) = state.peers.get(&session) {
@@ -161,6 +194,9 @@ impl Hub {
                     }
                 }
             }
+        }
+        for (peer, frame) in matched_frames {
+            peer.push(Outbound::Frame(frame));
         }
     }
 }

@@ -53,7 +53,7 @@ impl IceServers {
             });
         }
         if let Some(turn) = &self.turn {
-            let username = format!("{}:{}", now_unix + turn.ttl_secs, turn.label);
+            let username = format!("{}:{}", now_unix.saturating_add(turn.ttl_secs), turn.label);
             let credential = turn_credential(&turn.secret, &username);
             servers.push(IceServer {
                 urls: turn.urls.clone(),

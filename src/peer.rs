@@ -4,11 +4,12 @@
 //! Relaying takes only the sender's own route lock and pushes to the partner's
 //! queue: there is no global lock on the per-message path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::CloseCode;
@@ -31,14 +32,14 @@ pub enum Outbound {
     MatchChanged(Option<u64>),
 }
 
-impl Outbound {
-    fn len(&self) -> usize {
-        match self {
-            Outbound::Frame(frame) | Outbound::Relay { frame, .. } => frame.len(),
-            Outbound::MatchChanged(_) => 0,
-        }
-    }
-}
+/// What a queued item is charged beyond its bytes (channel slot, `Bytes`
+/// header), so that many tiny items cannot outgrow the byte limits.
+pub const ITEM_OVERHEAD: usize = 64;
+
+/// The partner's queue had no room for a relay, and made none in time: the
+/// partner is not reading its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStalled;
 
 /// Where a matched session's relays go.
 #[derive(Debug, Clone)]
@@ -69,13 +70,26 @@ pub enum Routing {
 }
 
 /// The shared half of a session.
+///
+/// Its outbound queue has two budgets. Frames the server itself sends count
+/// against `queue_limit`: overflowing it means the session is not reading.
+/// Relayed frames count against half of that, separately, and a full relay
+/// budget pushes back on the *sender*, who waits for room: a partner that
+/// floods a session only slows itself down, and only a session that makes no
+/// room at all for a while is judged not to be reading.
 #[derive(Debug)]
 pub struct Peer {
     id: SessionId,
     connection: wtransport::Connection,
     outbound: mpsc::UnboundedSender<Outbound>,
     queued_bytes: AtomicUsize,
+    relay_bytes: AtomicUsize,
+    /// Woken whenever the writer takes relays off the queue.
+    relay_room: Notify,
     queue_limit: usize,
+    /// `ChatAck`s this session owes for chats delivered to it; acks within
+    /// it are not charged to its datagram rate.
+    ack_credit: AtomicU32,
     route: Mutex<RouteSlot>,
     close: OnceLock<(CloseCode, &'static str)>,
     closing: CancellationToken,
@@ -94,7 +108,10 @@ impl Peer {
             connection,
             outbound,
             queued_bytes: AtomicUsize::new(0),
+            relay_bytes: AtomicUsize::new(0),
+            relay_room: Notify::new(),
             queue_limit,
+            ack_credit: AtomicU32::new(0),
             route: Mutex::new(RouteSlot::default()),
             close: OnceLock::new(),
             closing: CancellationToken::new(),
@@ -112,29 +129,98 @@ impl Peer {
         &self.connection
     }
 
-    /// Queues an item for the session's writer. A session whose queue is over
-    /// its byte limit is not reading: it is closed (code 2) instead.
-    pub fn push(&self, item: Outbound) {
-        let len = item.len();
-        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.queue_limit {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.request_close(CloseCode::Abuse, "not reading the signaling stream");
-            return;
+    /// The budget `item` is charged to: its counter, its cost and its limit.
+    fn budget(&self, item: &Outbound) -> (&AtomicUsize, usize, usize) {
+        match item {
+            Outbound::Frame(frame) => (
+                &self.queued_bytes,
+                frame.len() + ITEM_OVERHEAD,
+                self.queue_limit,
+            ),
+            Outbound::Relay { frame, .. } => (
+                &self.relay_bytes,
+                frame.len() + ITEM_OVERHEAD,
+                self.queue_limit / 2,
+            ),
+            Outbound::MatchChanged(_) => (&self.queued_bytes, ITEM_OVERHEAD, self.queue_limit),
+        }
+    }
+
+    /// Queues `item` if its budget has room; gives it back if not.
+    fn try_enqueue(&self, item: Outbound) -> Result<(), Outbound> {
+        let (counter, cost, limit) = self.budget(&item);
+        if counter.fetch_add(cost, Ordering::Relaxed) + cost > limit {
+            counter.fetch_sub(cost, Ordering::Relaxed);
+            return Err(item);
         }
         if self.outbound.send(item).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            // The writer is gone; the session is ending anyway.
+            counter.fetch_sub(cost, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Queues a frame or route change of the server's own for the session's
+    /// writer. A session whose queue is over its byte limit is not reading:
+    /// it is closed (code 2) instead.
+    pub fn push(&self, item: Outbound) {
+        if self.try_enqueue(item).is_err() {
+            self.request_close(CloseCode::Abuse, "not reading the signaling stream");
         }
     }
 
-    /// The writer has written `len` bytes taken from the queue.
-    pub fn written(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    /// Queues a frame relayed from the partner of match `match_id`, waiting
+    /// while relays fill their half of the queue limit; gives up at
+    /// `deadline` if the writer has made no room by then.
+    pub async fn push_relay(
+        &self,
+        match_id: u64,
+        frame: Bytes,
+        deadline: Instant,
+    ) -> Result<(), RelayStalled> {
+        let mut item = Outbound::Relay { match_id, frame };
+        loop {
+            let room = self.relay_room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so no wake-up is missed.
+            room.as_mut().enable();
+            match self.try_enqueue(item) {
+                Ok(()) => return Ok(()),
+                Err(back) => item = back,
+            }
+            if self.is_closing() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(RelayStalled);
+            }
+        }
     }
 
-    /// Bytes waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+    /// The writer has taken `item` off the queue (written or dropped it).
+    pub fn dequeued(&self, item: &Outbound) {
+        let (counter, cost, _) = self.budget(item);
+        counter.fetch_sub(cost, Ordering::Relaxed);
+        if matches!(item, Outbound::Relay { .. }) {
+            self.relay_room.notify_waiters();
+        }
+    }
+
+    /// A chat was delivered to this session: it may answer it with a
+    /// `ChatAck` free of its datagram rate (credit capped at `cap`).
+    pub fn owe_ack(&self, cap: u32) {
+        let _ = self
+            .ack_credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c < cap).then_some(c + 1)
+            });
+    }
+
+    /// Spends one owed ack, if any.
+    pub fn take_owed_ack(&self) -> bool {
+        self.ack_credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1))
+            .is_ok()
     }
 
     /// Sets or clears the session's route (called with the registry's events).

@@ -188,11 +188,24 @@ impl Registry {
 
     /// `Join`: an idle session enters matching with `profile`.
     pub fn join(&mut self, id: SessionId, profile: Profile) -> Result<Vec<Event>, RefusedError> {
+        let checked = validate_profile(profile, self.min_age);
+        self.join_checked(id, checked)
+    }
+
+    /// `Join` with a profile already passed through [`validate_profile`]
+    /// (with this registry's minimum age), so a caller can do that work
+    /// outside its lock. `AlreadyJoined` takes precedence over the
+    /// profile's own error.
+    pub fn join_checked(
+        &mut self,
+        id: SessionId,
+        checked: Result<Profile, RefusedError>,
+    ) -> Result<Vec<Event>, RefusedError> {
         let entry = self.sessions.get(&id).ok_or(RefusedError::NotJoined)?;
         if !matches!(entry.state, State::Idle) {
             return Err(RefusedError::AlreadyJoined);
         }
-        let profile = validate_profile(profile, self.min_age)?;
+        let profile = checked?;
         let mut events = Vec::with_capacity(2);
         self.enqueue(id, profile, &mut events);
         Ok(events)
@@ -259,11 +272,6 @@ impl Registry {
             male_queue: self.queues[queue_index(Gender::Male)].len(),
             female_queue: self.queues[queue_index(Gender::Female)].len(),
         }
-    }
-
-    /// Whether `id` is a connected session.
-    pub fn contains(&self, id: SessionId) -> bool {
-        self.sessions.contains_key(&id)
     }
 
     /// Ends `id`'s match: `id` becomes idle, its partner idle and told.

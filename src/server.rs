@@ -51,6 +51,10 @@ impl Server {
     /// Binds every listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         anyhow::ensure!(!config.bind.is_empty(), "no bind address");
+        anyhow::ensure!(
+            config.keep_alive() < config.idle_timeout(),
+            "the keep-alive interval must be shorter than the idle timeout"
+        );
         let source = CertSource::from_config(&config);
         let identity = tls::load(&source).await?;
         let (idle_timeout, keep_alive) = (config.idle_timeout(), config.keep_alive());
@@ -64,9 +68,12 @@ impl Server {
         let limits = Limits {
             frame_rate: config.frame_rate,
             datagram_rate: config.datagram_rate,
-            outbound_queue_bytes: config.outbound_queue_bytes,
+            outbound_queue_bytes: usize::try_from(config.outbound_queue_bytes)
+                .unwrap_or(usize::MAX),
         };
         let shutdown = CancellationToken::new();
+        // Stops whatever was started if a later step fails.
+        let started = shutdown.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut tasks = Vec::new();
 
@@ -119,6 +126,7 @@ impl Server {
         let renewal = match (identity.renew_in, &source) {
             (Some(renew_in), CertSource::SelfSigned { names }) => {
                 let renewal = Arc::new(Renewal {
+                    busy: std::sync::Mutex::new(()),
                     names: names.clone(),
                     endpoints: endpoints.clone(),
                     idle_timeout,
@@ -149,6 +157,7 @@ impl Server {
             ),
             None => info!("certificate from files"),
         }
+        started.disarm();
         Ok(Server {
             quic_addrs,
             http_addrs,
@@ -206,7 +215,7 @@ impl Server {
     /// `Closing` frame), and returns within a few seconds.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for peer in self.hub.peers() {
+        for peer in self.hub.begin_shutdown() {
             peer.request_close(CloseCode::ShuttingDown, "server shutting down");
         }
         self.sessions.close();
@@ -259,6 +268,7 @@ async fn accept_loop(
 ) {
     loop {
         let incoming = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             incoming = endpoint.accept() => incoming,
         };
@@ -268,6 +278,8 @@ async fn accept_loop(
 
 /// Makes and installs new self-signed certificates.
 struct Renewal {
+    /// One renewal at a time, so the published hash is the installed one.
+    busy: std::sync::Mutex<()>,
     names: Vec<String>,
     endpoints: Vec<Arc<ServerEndpoint>>,
     idle_timeout: Duration,
@@ -278,6 +290,7 @@ struct Renewal {
 impl Renewal {
     /// Installs a fresh certificate on every endpoint; returns when to renew next.
     fn renew(&self) -> anyhow::Result<Duration> {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let identity = tls::self_signed(&self.names, tls::SELF_SIGNED_VALIDITY)?;
         for endpoint in &self.endpoints {
             // Without a rebind, the bind part of the configuration is ignored.

@@ -13,12 +13,12 @@ use tracing::debug;
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
-use crate::codec::{self, DecodeError, FrameDecoder, client_relay_to_server_frame, encode_frame};
-use crate::hub::Hub;
+use crate::codec::{self, DecodeError, FrameDecoder, encode_frame};
+use crate::hub::{Hub, NotAdmitted};
 use crate::peer::{Outbound, Peer, Routing};
 use crate::protocol::{
-    ClientMsg, CloseCode, Datagram, ErrorCode, IceCandidate, MAX_CHAT_LEN, MAX_ICE_FIELD_LEN,
-    MAX_SDP_LEN, SIGNAL_PATH, ServerMsg,
+    ClientMsg, CloseCode, Datagram, ErrorCode, MAX_CHAT_LEN, MAX_CLOSE_REASON_LEN,
+    MAX_ICE_FIELD_LEN, MAX_SDP_LEN, SIGNAL_PATH, ServerMsg,
 };
 use crate::ratelimit::{FloodGuard, Kind, Verdict};
 use crate::registry::RefusedError;
@@ -31,6 +31,14 @@ const FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSING_GRACE: Duration = Duration::from_secs(1);
 /// Stream error code used to refuse extra streams.
 const REFUSED_STREAM: u32 = 0x10;
+/// Most frames, and bytes, taken off the queue for one write.
+const MAX_BATCH: usize = 64;
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// How long a full partner queue may make no room before the partner is
+/// judged not to be reading.
+const RELAY_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first byte of a `Datagram::ChatAck` (its variant index).
+const CHAT_ACK_TAG: u8 = 1;
 /// Read buffer kept by an idle session; larger buffers are given back.
 const IDLE_READ_BUFFER: usize = 4 * 1024;
 
@@ -57,37 +65,65 @@ async fn serve_inner(
     hub: Arc<Hub>,
     limits: Limits,
 ) -> anyhow::Result<()> {
-    let request = timeout(HANDSHAKE_TIMEOUT, incoming).await??;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let request = timeout_at(deadline, incoming).await??;
     if request.path() != SIGNAL_PATH {
-        request.not_found().await;
+        let _ = timeout_at(deadline, request.not_found()).await;
         return Ok(());
     }
-    let connection = timeout(HANDSHAKE_TIMEOUT, request.accept()).await??;
-    let (mut send, recv) = timeout(FIRST_STREAM_TIMEOUT, connection.accept_bi()).await??;
+    let connection = timeout_at(deadline, request.accept()).await??;
+    let first_stream = timeout(FIRST_STREAM_TIMEOUT, connection.accept_bi()).await;
+    let Ok(Ok((mut send, recv))) = first_stream else {
+        // Closed explicitly: a half-open stream would otherwise keep the
+        // connection (and its keep-alives) going.
+        connection.close(
+            VarInt::from_u32(CloseCode::ProtocolViolation.code()),
+            b"no signaling stream",
+        );
+        return Ok(());
+    };
     tokio::spawn(refuse_extra_streams(connection.clone()));
 
     let admitted = hub.connect(|id| Peer::new(id, connection.clone(), limits.outbound_queue_bytes));
-    let Ok((peer, outbound)) = admitted else {
-        close_with_closing(
-            &mut send,
-            &connection,
-            CloseCode::AtCapacity,
-            "server at capacity",
-        )
-        .await;
-        return Ok(());
+    let (peer, outbound) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let (code, reason) = match refused {
+                NotAdmitted::AtCapacity => (CloseCode::AtCapacity, "server at capacity"),
+                NotAdmitted::ShuttingDown => (CloseCode::ShuttingDown, "server shutting down"),
+            };
+            close_with_closing(&mut send, &connection, code, reason).await;
+            return Ok(());
+        }
     };
     debug!(session = peer.id(), remote = %connection.remote_address(), "session open");
     let writer = tokio::spawn(write_loop(peer.clone(), send, outbound));
-    read_loop(&peer, &hub, recv, limits).await;
-    hub.disconnect(peer.id());
-    if !peer.is_closing() {
-        // The client went away (or finished its stream): nothing more to say.
-        peer.request_close(CloseCode::Normal, "session ended");
+    {
+        let _leave = Admitted {
+            hub: &hub,
+            peer: &peer,
+        };
+        read_loop(&peer, &hub, recv, limits).await;
     }
     let _ = writer.await;
     debug!(session = peer.id(), "session closed");
     Ok(())
+}
+
+/// Takes an admitted session out of the registry however its reader ends
+/// (even by a panic), and lets its writer close the connection.
+struct Admitted<'a> {
+    hub: &'a Hub,
+    peer: &'a Arc<Peer>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.peer.id());
+        // A no-op when a close was already requested; otherwise the client
+        // went away (or finished its stream) and there is nothing to say.
+        self.peer.request_close(CloseCode::Normal, "session ended");
+    }
 }
 
 /// Refuses every stream after the signaling stream, without disturbing it.
@@ -121,10 +157,10 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
         std::time::Instant::now(),
     );
     loop {
-        loop {
+        while !peer.is_closing() {
             match decoder.next_frame() {
                 Ok(Some(frame)) => match guard.check(Kind::Frame, std::time::Instant::now()) {
-                    Verdict::Allow => handle_frame(peer, hub, frame),
+                    Verdict::Allow => handle_frame(peer, hub, frame).await,
                     verdict => on_limited(peer, verdict),
                 },
                 Ok(None) => break,
@@ -144,10 +180,20 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
                 Ok(_) => {}
             },
             datagram = connection.receive_datagram() => match datagram {
-                Ok(datagram) => match guard.check(Kind::Datagram, std::time::Instant::now()) {
-                    Verdict::Allow => handle_datagram(peer, datagram.payload()),
-                    verdict => on_limited(peer, verdict),
-                },
+                Ok(datagram) => {
+                    let payload = datagram.payload();
+                    // Acks the protocol obliges the session to send, for
+                    // chats delivered to it, do not count against its rate.
+                    let owed_ack = payload.first() == Some(&CHAT_ACK_TAG) && peer.take_owed_ack();
+                    let verdict = match owed_ack {
+                        true => Verdict::Allow,
+                        false => guard.check(Kind::Datagram, std::time::Instant::now()),
+                    };
+                    match verdict {
+                        Verdict::Allow => handle_datagram(peer, payload, limits.datagram_rate),
+                        verdict => on_limited(peer, verdict),
+                    }
+                }
                 Err(_) => return,
             },
         }
@@ -189,42 +235,28 @@ fn refused(peer: &Peer, error: RefusedError) {
     reply_error(peer, code, &error.to_string());
 }
 
-fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
+async fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
     let msg = match codec::decode::<ClientMsg>(codec::frame_payload(&frame)) {
         Ok(msg) => msg,
         Err(error) => return bad_input(peer, &error),
     };
-    let result = match msg {
-        ClientMsg::Join(profile) => hub.join(peer.id(), profile),
+    let result = match &msg {
+        ClientMsg::Join(profile) => hub.join(peer.id(), profile.clone()),
         ClientMsg::Stop => hub.stop(peer.id()),
         ClientMsg::Leave => {
             hub.leave(peer.id());
             Ok(())
         }
         ClientMsg::Ping { nonce } => {
-            reply(peer, &ServerMsg::Pong { nonce });
+            reply(peer, &ServerMsg::Pong { nonce: *nonce });
             Ok(())
         }
-        ClientMsg::Offer { match_id, ref sdp } | ClientMsg::Answer { match_id, ref sdp } => {
-            if sdp.len() > MAX_SDP_LEN {
-                reply_error(peer, ErrorCode::TooLarge, "sdp is over 32768 bytes");
-            } else {
-                relay(peer, &msg, match_id, frame);
-            }
-            Ok(())
-        }
-        ClientMsg::Ice {
-            match_id,
-            ref candidate,
-        } => {
-            if ice_too_large(candidate) {
-                reply_error(
-                    peer,
-                    ErrorCode::TooLarge,
-                    "an ICE candidate field is over 1024 bytes",
-                );
-            } else {
-                relay(peer, &msg, match_id, frame);
+        ClientMsg::Offer { match_id, .. }
+        | ClientMsg::Answer { match_id, .. }
+        | ClientMsg::Ice { match_id, .. } => {
+            match over_limit(&msg) {
+                Some(why) => reply_error(peer, ErrorCode::TooLarge, why),
+                None => relay(peer, &msg, *match_id, &frame).await,
             }
             Ok(())
         }
@@ -239,38 +271,53 @@ fn bad_input(peer: &Peer, error: &DecodeError) {
     reply_error(peer, ErrorCode::BadFrame, &error.to_string());
 }
 
-fn ice_too_large(candidate: &IceCandidate) -> bool {
+/// Which limit of section 4.3 a relay message breaks, if any.
+fn over_limit(msg: &ClientMsg) -> Option<&'static str> {
     let over = |s: &str| s.len() > MAX_ICE_FIELD_LEN;
-    over(&candidate.candidate)
-        || candidate.sdp_mid.as_deref().is_some_and(over)
-        || candidate.username_fragment.as_deref().is_some_and(over)
+    match msg {
+        ClientMsg::Offer { sdp, .. } | ClientMsg::Answer { sdp, .. } if sdp.len() > MAX_SDP_LEN => {
+            Some("sdp is over 32768 bytes")
+        }
+        ClientMsg::Ice { candidate: c, .. }
+            if over(&c.candidate)
+                || c.sdp_mid.as_deref().is_some_and(over)
+                || c.username_fragment.as_deref().is_some_and(over) =>
+        {
+            Some("an ICE candidate field is over 1024 bytes")
+        }
+        _ => None,
+    }
 }
 
-/// Forwards a validated relay frame (`msg`, decoded) to the partner,
-/// rewritten in place.
-fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: BytesMut) {
+/// Forwards a validated relay message (`msg`, decoded from `frame`) to the
+/// partner. While the partner's relay budget is full the sender waits (and
+/// reads nothing more); a partner that makes no room in time is not reading
+/// and is closed.
+async fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: &[u8]) {
     match peer.route(match_id) {
-        Routing::Deliver(partner) => partner.push(Outbound::Relay {
-            match_id,
-            frame: client_relay_to_server_frame(one_byte_variant_frame(msg, frame)),
-        }),
+        Routing::Deliver(partner) => {
+            let Some(relayed) = codec::server_relay_frame(msg, frame) else {
+                return;
+            };
+            let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
+            tokio::select! {
+                biased;
+                _ = peer.close_requested() => {}
+                pushed = partner.push_relay(match_id, relayed, deadline) => {
+                    if pushed.is_err() {
+                        partner.request_close(CloseCode::Abuse, "not reading the signaling stream");
+                    }
+                }
+            }
+        }
         Routing::Stale => {}
         Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
     }
 }
 
-/// The relay frame with its variant index in the usual single byte, as the
-/// in-place rewrite needs: bincode also accepts the longer varint forms
-/// (`FB 01 00` for 1), and such a frame is re-encoded from its message.
-fn one_byte_variant_frame(msg: &ClientMsg, frame: BytesMut) -> BytesMut {
-    match codec::frame_payload(&frame).first() {
-        Some(1..=3) => frame,
-        _ => BytesMut::from(&encode_frame(msg)[..]),
-    }
-}
-
-/// Forwards a valid chat datagram to the partner, unchanged.
-fn handle_datagram(peer: &Peer, payload: Bytes) {
+/// Forwards a valid chat datagram to the partner, unchanged; a delivered
+/// chat earns the partner the ack it owes (up to `ack_cap` outstanding).
+fn handle_datagram(peer: &Peer, payload: Bytes, ack_cap: u32) {
     let datagram = match codec::decode::<Datagram>(&payload) {
         Ok(datagram) => datagram,
         Err(error) => return bad_input(peer, &error),
@@ -286,7 +333,11 @@ fn handle_datagram(peer: &Peer, payload: Bytes) {
     match peer.route(datagram.match_id()) {
         // A datagram the partner's path cannot carry is lost, as datagrams may be.
         Routing::Deliver(partner) => {
-            let _ = partner.connection().send_datagram(payload);
+            if partner.connection().send_datagram(payload).is_ok()
+                && matches!(datagram, Datagram::Chat { .. })
+            {
+                partner.owe_ack(ack_cap);
+            }
         }
         Routing::Stale => {}
         Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
@@ -302,53 +353,69 @@ async fn write_loop(
 ) {
     let mut current_match: Option<u64> = None;
     let mut batch: Vec<Bytes> = Vec::new();
-    let mut interrupted = false;
-    'run: loop {
+    let mut batch_bytes = 0;
+    let mut cut_short = false;
+    loop {
         let first = tokio::select! {
             biased;
-            _ = peer.close_requested() => break 'run,
+            _ = peer.close_requested() => break,
             item = outbound.recv() => match item {
                 Some(item) => item,
-                None => break 'run,
+                None => break,
             },
         };
         let mut next = Some(first);
         while let Some(item) = next.take().or_else(|| outbound.try_recv().ok()) {
-            match item {
-                Outbound::Frame(frame) => batch.push(frame),
-                Outbound::Relay { match_id, frame } if current_match == Some(match_id) => {
-                    batch.push(frame)
+            peer.dequeued(&item);
+            let frame = match item {
+                Outbound::Frame(frame) => frame,
+                // Relays of an ended match are dropped here, in order.
+                Outbound::Relay { match_id, frame } if current_match == Some(match_id) => frame,
+                Outbound::Relay { .. } => continue,
+                Outbound::MatchChanged(id) => {
+                    current_match = id;
+                    continue;
                 }
-                Outbound::Relay { frame, .. } => peer.written(frame.len()),
-                Outbound::MatchChanged(id) => current_match = id,
-            }
-            if batch.len() >= 64 {
+            };
+            batch_bytes += frame.len();
+            batch.push(frame);
+            if batch.len() >= MAX_BATCH || batch_bytes >= MAX_BATCH_BYTES {
                 break;
             }
         }
-        let len: usize = batch.iter().map(Bytes::len).sum();
-        let write = send.quic_stream_mut().write_all_chunks(&mut batch);
-        // The write first: a close only interrupts a write that is stalled,
-        // not one that can complete (and be followed by `Closing`) at once.
-        let result = tokio::select! {
-            biased;
-            result = write => result.map_err(|_| ()),
-            _ = peer.close_requested() => { interrupted = true; Err(()) }
+        let lengths: Vec<usize> = batch.iter().map(Bytes::len).collect();
+        let result = {
+            let mut write = std::pin::pin!(send.quic_stream_mut().write_all_chunks(&mut batch));
+            tokio::select! {
+                biased;
+                result = &mut write => result.map_err(drop),
+                // A close lets a write in progress finish, briefly, so that the
+                // Closing frame can follow it on a frame boundary.
+                _ = peer.close_requested() => match timeout(CLOSING_GRACE / 2, &mut write).await {
+                    Ok(result) => result.map_err(drop),
+                    Err(_) => Err(()),
+                },
+            }
         };
-        batch.clear();
-        peer.written(len);
         if result.is_err() {
-            break 'run;
+            // quinn empties written chunks and shortens a partly written one.
+            cut_short = batch
+                .iter()
+                .zip(&lengths)
+                .any(|(chunk, &len)| !chunk.is_empty() && chunk.len() != len);
+            break;
         }
+        batch.clear();
+        batch_bytes = 0;
     }
     let (code, reason) = peer.close_reason();
     let connection = peer.connection().clone();
-    if interrupted {
-        // A frame was cut short: a Closing frame after it could not be
-        // parsed, so the stream is abandoned. The close waits a moment for
-        // the peer to acknowledge what is in flight: quinn sends no
-        // CONNECTION_CLOSE while the congestion window is full
-        // (quinn-rs/quinn#2785), and a stalled peer's often is.
+    if cut_short {
+        // A frame was cut short, so no Closing frame could be parsed after
+        // it: the stream is reset. quinn sends no CONNECTION_CLOSE while the
+        // congestion window is full (quinn-rs/quinn#2785), and a stalled
+        // peer's often is, so the close waits a moment for in-flight data to
+        // be acknowledged (or for the peer to close first).
         let _ = send.reset(VarInt::from_u32(code.code()));
         let _ = timeout(CLOSING_GRACE, connection.closed()).await;
         connection.close(VarInt::from_u32(code.code()), reason.as_bytes());
@@ -364,6 +431,7 @@ async fn close_with_closing(
     code: CloseCode,
     reason: &str,
 ) {
+    debug_assert!(reason.len() <= MAX_CLOSE_REASON_LEN);
     if code != CloseCode::Normal {
         let frame = encode_frame(&ServerMsg::Closing {
             code: code.code(),

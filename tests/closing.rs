@@ -96,18 +96,19 @@ async fn a_burst_over_the_frame_rate_is_limited_and_told_at_most_once_a_second()
     let mut ann = connect(&server).await;
     let start = Instant::now();
 
-    // 80 frames at once: the 50 of the burst allowance are answered, the
-    // rest dropped with a single notice. A ping a little later (the bucket
-    // refills at 50 a second) marks the end of the burst's answers.
-    ann.send_raw(&pings(0, 80)).await.unwrap();
+    // 160 frames at once: the 100 of the burst allowance (two seconds'
+    // worth) are answered, the rest dropped with a single notice. A ping a
+    // little later (the bucket refills at 50 a second) marks the end of the
+    // burst's answers.
+    ann.send_raw(&pings(0, 160)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     send(&mut ann, ClientMsg::Ping { nonce: 1_000 }).await;
     let (pongs, limited) = tally(&until_pong(&mut ann, 1_000).await);
-    assert!((50..80).contains(&pongs), "{pongs} pongs");
+    assert!((100..160).contains(&pongs), "{pongs} pongs");
     assert_eq!(limited, 1, "one notice for the burst");
 
     // Another burst within the same second: dropped again, but not told.
-    ann.send_raw(&pings(100, 80)).await.unwrap();
+    ann.send_raw(&pings(200, 80)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     send(&mut ann, ClientMsg::Ping { nonce: 2_000 }).await;
     let (pongs, limited) = tally(&until_pong(&mut ann, 2_000).await);
@@ -123,11 +124,11 @@ async fn a_burst_over_the_frame_rate_is_limited_and_told_at_most_once_a_second()
 
     // More than a second after any notice: told again, once.
     tokio::time::sleep_until(second_done + Duration::from_millis(1_100)).await;
-    ann.send_raw(&pings(200, 80)).await.unwrap();
+    ann.send_raw(&pings(300, 160)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     send(&mut ann, ClientMsg::Ping { nonce: 3_000 }).await;
     let (pongs, limited) = tally(&until_pong(&mut ann, 3_000).await);
-    assert!((50..80).contains(&pongs), "{pongs} pongs");
+    assert!((50..160).contains(&pongs), "{pongs} pongs");
     assert_eq!(limited, 1);
     assert_eq!(counts(&server), (1, 0, 0, 0));
     server.shutdown().await;
@@ -263,7 +264,7 @@ async fn the_promised_rates_are_never_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_read_is_dropped_and_its_partner_is_not() {
-    let server = start_server(&["--outbound-queue-bytes", "65536"]).await;
+    let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
     // A client with a small stream window that never reads its stream: the
     // server's writes to it stall, and its outbound queue fills up.
     let mut transport = wtransport::config::QuicTransportConfig::default();
@@ -405,5 +406,30 @@ async fn bad_input_from_one_session_affects_no_other() {
     assert!(matches!(closing, Some((2, _))), "{closing:?}");
     assert_quiet(&mut ann, 1).await;
     wait_counts(&server, (2, 1, 0, 0)).await;
+    server.shutdown().await;
+}
+
+/// A partner that floods a reading session with large offers is slowed down
+/// (it waits for room), not anyone closed, and every offer arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_flooding_large_offers_closes_no_one() {
+    let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
+    let (mut ann, mut bob, id) = matched_pair(&server).await;
+    for n in 0..40u32 {
+        let sdp = format!("{n:05}{}", "o".repeat(32_000));
+        send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
+    }
+    for n in 0..40u32 {
+        match next_msg(&mut ann).await {
+            ServerMsg::Offer { match_id, sdp } => {
+                assert_eq!(match_id, id);
+                assert_eq!(&sdp[..5], format!("{n:05}"), "offers out of order");
+            }
+            other => panic!("expected offer {n}, got {other:?}"),
+        }
+    }
+    ping(&mut bob, 7).await;
+    ping(&mut ann, 8).await;
+    assert_eq!(counts(&server), (2, 1, 0, 0));
     server.shutdown().await;
 }
