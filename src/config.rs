@@ -72,6 +72,10 @@ pub struct Config {
     #[arg(long, env = "KEEP_ALIVE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub keep_alive_secs: u64,
 
+    /// Runtime worker threads; 1 runs everything on one thread, which costs the least CPU per message. Defaults to one per core.
+    #[arg(long, env = "THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
     /// Kernel UDP receive and send buffer size in bytes (raise net.core.rmem_max / wmem_max to allow large values).
     #[arg(long, env = "UDP_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub udp_buffer_bytes: usize,

@@ -110,6 +110,11 @@ impl Hub {
         self.deliver(&state, events);
     }
 
+    /// The most sessions connected at once since the last call.
+    pub fn take_session_peak(&self) -> usize {
+        self.lock().registry.take_peak()
+    }
+
     /// Counts for the HTTP sidecar.
     pub fn stats(&self) -> Stats {
         self.lock().registry.stats()

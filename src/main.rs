@@ -5,8 +5,22 @@ use quicmatch::config::Config;
 use quicmatch::server::Server;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let mut runtime = match config.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = threads {
+                builder.worker_threads(usize::from(threads));
+            }
+            builder
+        }
+    };
+    runtime.enable_all().build()?.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -14,13 +28,43 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::parse();
     let server = Server::start(config).await?;
-    wait_for_signal().await?;
+    tokio::select! {
+        result = wait_for_signal() => result?,
+        _ = return_memory_after_crowds(&server) => {}
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
+
+/// glibc keeps the memory of freed sessions for reuse; after most of a
+/// crowd has left, hand it back to the system so RSS falls again.
+async fn return_memory_after_crowds(server: &Server) {
+    const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Sessions that must have left before trimming is worth its cost.
+    const WORTH_TRIMMING: usize = 500;
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let peak = server.take_session_peak();
+        let now = server.stats().active_users;
+        if peak.saturating_sub(now) >= WORTH_TRIMMING && now * 2 <= peak {
+            trim_heap();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free heap memory; it touches no
+    // memory that is in use and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// Resolves on SIGINT or SIGTERM.
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -112,6 +112,8 @@ pub struct Registry {
     /// FIFO queues by arrival ticket, indexed by [`queue_index`].
     queues: [BTreeMap<u64, SessionId>; 2],
     active_matches: usize,
+    /// Most sessions at once since [`Registry::take_peak`] was last called.
+    peak_sessions: usize,
     next_session: SessionId,
     next_match_id: u64,
     next_ticket: u64,
@@ -161,6 +163,7 @@ impl Registry {
             sessions: HashMap::new(),
             queues: [BTreeMap::new(), BTreeMap::new()],
             active_matches: 0,
+            peak_sessions: 0,
             next_session: 1,
             next_match_id: 1,
             next_ticket: 0,
@@ -183,6 +186,7 @@ impl Registry {
                 previous_partner: None,
             },
         );
+        self.peak_sessions = self.peak_sessions.max(self.sessions.len());
         Ok(id)
     }
 
@@ -272,6 +276,12 @@ impl Registry {
             male_queue: self.queues[queue_index(Gender::Male)].len(),
             female_queue: self.queues[queue_index(Gender::Female)].len(),
         }
+    }
+
+    /// The most sessions connected at once since the last call (or since the
+    /// start); the count starts again from the sessions connected now.
+    pub fn take_peak(&mut self) -> usize {
+        std::mem::replace(&mut self.peak_sessions, self.sessions.len())
     }
 
     /// Ends `id`'s match: `id` becomes idle, its partner idle and told.

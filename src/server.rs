@@ -206,6 +206,12 @@ impl Server {
         renewal.renew().map(drop)
     }
 
+    /// The most sessions connected at once since the last call (or the
+    /// start), for deciding when memory is worth giving back.
+    pub fn take_session_peak(&self) -> usize {
+        self.hub.take_session_peak()
+    }
+
     /// The registry's counts.
     pub fn stats(&self) -> Stats {
         self.hub.stats()

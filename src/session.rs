@@ -156,6 +156,10 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
         limits.datagram_rate,
         std::time::Instant::now(),
     );
+    // Made once: a fresh wait future per wake-up would register (and
+    // unregister) a waiter each time.
+    let closing = peer.close_requested();
+    tokio::pin!(closing);
     loop {
         while !peer.is_closing() {
             match decoder.next_frame() {
@@ -174,7 +178,7 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
         decoder.shrink_if_empty(IDLE_READ_BUFFER);
         tokio::select! {
             biased;
-            _ = peer.close_requested() => return,
+            _ = &mut closing => return,
             read = recv.read_buf(decoder.buffer()) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -355,10 +359,12 @@ async fn write_loop(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
     let mut cut_short = false;
+    let closing = peer.close_requested();
+    tokio::pin!(closing);
     loop {
         let first = tokio::select! {
             biased;
-            _ = peer.close_requested() => break,
+            _ = &mut closing => break,
             item = outbound.recv() => match item {
                 Some(item) => item,
                 None => break,
@@ -388,16 +394,20 @@ async fn write_loop(
             let mut write = std::pin::pin!(send.quic_stream_mut().write_all_chunks(&mut batch));
             tokio::select! {
                 biased;
-                result = &mut write => result.map_err(drop),
+                result = &mut write => (result.is_ok(), false),
                 // A close lets a write in progress finish, briefly, so that the
                 // Closing frame can follow it on a frame boundary.
-                _ = peer.close_requested() => match timeout(CLOSING_GRACE / 2, &mut write).await {
-                    Ok(result) => result.map_err(drop),
-                    Err(_) => Err(()),
+                _ = &mut closing => match timeout(CLOSING_GRACE / 2, &mut write).await {
+                    Ok(result) => (result.is_ok(), true),
+                    Err(_) => (false, true),
                 },
             }
         };
-        if result.is_err() {
+        let (written, closed) = result;
+        if closed && written {
+            break;
+        }
+        if !written {
             // quinn empties written chunks and shortens a partly written one.
             cut_short = batch
                 .iter()

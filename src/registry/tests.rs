@@ -372,3 +372,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn peak_counts_the_most_sessions_since_last_taken() {
+    let mut r = registry();
+    let ids: Vec<_> = (0..5).map(|_| r.connect().unwrap()).collect();
+    for id in &ids[..4] {
+        r.disconnect(*id);
+    }
+    assert_eq!(r.take_peak(), 5);
+    assert_eq!(r.take_peak(), 1);
+}

@@ -1,0 +1,142 @@
+//! The command line: what to load, how hard, and how to measure it.
+
+use anyhow::ensure;
+use clap::{Parser, ValueEnum};
+use quicmatch::protocol::{MAX_CHAT_LEN, MAX_SDP_LEN};
+
+/// What the generator does once every session is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Only connect and match.
+    Connect,
+    /// Offers from every initiator to its partner.
+    Relay,
+    /// Chat datagrams from every initiator to its partner.
+    Chat,
+    /// Stop and re-match, over and over.
+    Churn,
+}
+
+impl Scenario {
+    /// The name the flag takes and the report prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Connect => "connect",
+            Scenario::Relay => "relay",
+            Scenario::Chat => "chat",
+            Scenario::Churn => "churn",
+        }
+    }
+
+    /// Whether initiators send messages to their partners (relay, chat).
+    pub fn sends_messages(self) -> bool {
+        matches!(self, Scenario::Relay | Scenario::Chat)
+    }
+}
+
+/// Load generator for a quicmatch server (loopback only).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "quicmatch-load", version, about)]
+pub struct Args {
+    /// Session URL of the server.
+    #[arg(long, default_value = "https://127.0.0.1:5000/signal")]
+    pub url: String,
+
+    /// Base64 SHA-256 of the server's certificate; fetched from --http's /api/webtransport when absent.
+    #[arg(long)]
+    pub cert_hash: Option<String>,
+
+    /// Base URL of the server's HTTP sidecar (for the certificate hash and the session count).
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    pub http: String,
+
+    /// Accept any certificate instead of pinning its hash.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Pairs: 2 × pairs sessions, half women, half men.
+    #[arg(long, default_value_t = 100)]
+    pub pairs: u32,
+
+    /// Messages each initiator sends (relay, chat).
+    #[arg(long, default_value_t = 100)]
+    pub messages: u32,
+
+    /// What to do once matched.
+    #[arg(long, value_enum, default_value_t = Scenario::Relay)]
+    pub scenario: Scenario,
+
+    /// How long churn runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+
+    /// Process id of the server, to sample its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// UDP sockets (client endpoints) the sessions are spread over.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connectors: u32,
+
+    /// Kernel receive and send buffer of each generator socket, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub udp_buffer_bytes: usize,
+
+    /// Bytes of sdp in each relayed offer.
+    #[arg(long, default_value_t = 2048)]
+    pub payload_bytes: usize,
+
+    /// Bytes of text in each chat datagram (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub chat_bytes: usize,
+
+    /// Frames each session sends per second at most; 0: as fast as possible.
+    #[arg(long, default_value_t = 50)]
+    pub frame_rate: u32,
+
+    /// Datagrams each session sends per second at most; 0: as fast as possible.
+    #[arg(long, default_value_t = 20)]
+    pub datagram_rate: u32,
+
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: u32,
+
+    /// Longest any phase (connect, join, the scenario, teardown) may take, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub phase_timeout_secs: u64,
+
+    /// Longest a relayed offer may take to arrive before it counts as lost, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub message_timeout_ms: u64,
+
+    /// How long the sender waits for a chat before sending the next, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub chat_timeout_ms: u64,
+
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Rejects sizes the run cannot use: no pairs, or payloads too short to
+    /// carry their stamp or too long for the protocol.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.pairs >= 1, "--pairs must be at least 1");
+        ensure!(
+            (64..=MAX_SDP_LEN).contains(&self.payload_bytes),
+            "--payload-bytes must be from 64 to {MAX_SDP_LEN}"
+        );
+        ensure!(
+            (64..=MAX_CHAT_LEN).contains(&self.chat_bytes),
+            "--chat-bytes must be from 64 to {MAX_CHAT_LEN}"
+        );
+        Ok(())
+    }
+
+    /// Sessions the run opens: two per pair.
+    pub fn sessions(&self) -> u32 {
+        self.pairs * 2
+    }
+}
