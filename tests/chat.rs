@@ -116,19 +116,7 @@ async fn a_repeated_seq_is_shown_once() {
 async fn chat_with_a_stale_match_id_is_dropped_silently() {
     let server = start_server(&[]).await;
     let (mut ann, mut bob, old) = matched_pair(&server).await;
-    send(&mut bob, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::PartnerDisconnected { match_id: old }
-    );
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    stop_and_both_wait(&mut bob, &mut ann, old).await;
 
     // Waiting: the ended match's chat and ack are dropped without a word,
     // while an id that never was hers gets NotMatched (exactly once).

@@ -119,20 +119,8 @@ async fn matching_takes_the_longest_waiting_of_the_opposite_gender() {
 async fn previous_partner_is_skipped_in_favour_of_someone_new() {
     let server = start_server(&[]).await;
     let (mut ann, mut bob, first) = matched_pair(&server).await;
-    send(&mut bob, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::PartnerDisconnected { match_id: first }
-    );
     // Both wait again, each not offered to the other.
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    stop_and_both_wait(&mut bob, &mut ann, first).await;
     let mut cy = connect(&server).await;
     let got = join(&mut cy, "Cy", Gender::Male).await;
     assert_eq!(partner(&got).name, "Ann");

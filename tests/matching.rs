@@ -64,19 +64,7 @@ async fn join_match_relay_and_chat() {
 async fn stop_requeues_both() {
     let server = start_server(&[]).await;
     let (mut a, mut b, id) = matched_pair(&server).await;
-    send(&mut b, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut a).await,
-        ServerMsg::PartnerDisconnected { match_id: id }
-    );
-    assert_eq!(
-        next_msg(&mut a).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(&mut b).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    stop_and_both_wait(&mut b, &mut a, id).await;
     let mut c = connect(&server).await;
     let m = join(&mut c, "Cy", Gender::Male).await;
     assert!(matches!(m, ServerMsg::Matched { .. }), "{m:?}");

@@ -148,19 +148,7 @@ async fn match_ids_are_fresh_for_every_match() {
     assert_eq!(match_id(&next_msg(&mut bob).await), bob_dee);
     // Cy stops (both wait), then Bob stops: those left behind and those who
     // stopped pair up anew, Ann and Bob again, each match under a new id.
-    send(&mut cy, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::PartnerDisconnected { match_id: ann_cy }
-    );
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(&mut cy).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    stop_and_both_wait(&mut cy, &mut ann, ann_cy).await;
     send(&mut bob, ClientMsg::Stop).await;
     assert_eq!(
         next_msg(&mut dee).await,
@@ -288,19 +276,7 @@ async fn relays_arrive_in_order_with_their_content_in_both_directions() {
 async fn relay_with_a_stale_match_id_is_dropped_silently() {
     let server = start_server(&[]).await;
     let (mut ann, mut bob, old) = matched_pair(&server).await;
-    send(&mut bob, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::PartnerDisconnected { match_id: old }
-    );
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    stop_and_both_wait(&mut bob, &mut ann, old).await;
 
     // Late messages of the ended match, from a waiting session: no error, and
     // nothing reaches the old partner.

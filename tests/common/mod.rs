@@ -104,6 +104,24 @@ pub async fn matched_pair(server: &Server) -> (Client, Client, u64) {
     (a, b, id)
 }
 
+/// `stopper` presses Next on match `id`: the partner is told, and both wait
+/// again, neither offered to the other.
+pub async fn stop_and_both_wait(stopper: &mut Client, partner: &mut Client, id: u64) {
+    send(stopper, ClientMsg::Stop).await;
+    assert_eq!(
+        next_msg(partner).await,
+        ServerMsg::PartnerDisconnected { match_id: id }
+    );
+    assert_eq!(
+        next_msg(partner).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    assert_eq!(
+        next_msg(stopper).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+}
+
 /// Asserts the next message is an `Error` with `code`.
 pub async fn expect_error(client: &mut Client, code: ErrorCode) {
     match next_msg(client).await {
