@@ -57,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut current: Option<u64> = None;
+    // Chat may overtake its match's `Matched` frame (datagrams and the
+    // stream are not ordered): hold it until the match is known.
+    let mut early: Vec<(u64, String)> = Vec::new();
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -80,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
                     ServerMsg::Matched { match_id, partner, .. } => {
                         current = Some(match_id);
                         println!("matched with {}, {} — say hi!", partner.name, partner.age);
+                        for (_, text) in early.drain(..).filter(|(id, _)| *id == match_id) {
+                            println!("> {text}");
+                        }
                     }
                     ServerMsg::PartnerDisconnected { .. } => {
                         current = None;
@@ -91,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
                 },
                 Some(Event::Chat { match_id, text, .. }) if Some(match_id) == current => {
                     println!("> {text}");
+                }
+                Some(Event::Chat { match_id, text, .. }) if early.len() < 32 => {
+                    early.push((match_id, text));
                 }
                 Some(Event::ChatLost { .. }) => println!("(a message could not be delivered)"),
                 Some(Event::Closed { .. }) | None => {

@@ -259,18 +259,6 @@ impl CloseCode {
     }
 }
 
-impl ClientMsg {
-    /// The match a relay message (`Offer`, `Answer`, `Ice`) is addressed to.
-    pub fn relay_match_id(&self) -> Option<u64> {
-        match self {
-            ClientMsg::Offer { match_id, .. }
-            | ClientMsg::Answer { match_id, .. }
-            | ClientMsg::Ice { match_id, .. } => Some(*match_id),
-            _ => None,
-        }
-    }
-}
-
 impl Datagram {
     /// The match the datagram belongs to.
     pub fn match_id(&self) -> u64 {

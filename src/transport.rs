@@ -51,11 +51,17 @@ pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocke
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
     if let Ok(got) = socket.recv_buffer_size() {
-        // Linux reports twice the usable size it granted.
-        if got < buffer {
+        // Linux doubles what it grants (the rest is its bookkeeping) and
+        // reports the doubled size.
+        let usable = if cfg!(target_os = "linux") {
+            got / 2
+        } else {
+            got
+        };
+        if usable < buffer {
             warn!(
                 requested = buffer,
-                granted = got,
+                granted = usable,
                 "UDP receive buffer capped by the kernel; raise net.core.rmem_max for busy servers"
             );
         }
