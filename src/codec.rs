@@ -7,7 +7,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::protocol::{ClientMsg, MAX_FRAME_LEN, ServerMsg};
+use crate::protocol::{ClientMsg, MAX_FRAME_LEN};
 
 /// Bytes of the length prefix in front of every signaling frame.
 pub const FRAME_HEADER_LEN: usize = 4;
@@ -86,10 +86,12 @@ pub fn frame_payload(frame: &[u8]) -> &[u8] {
 /// reader's larger buffer. A variant index in a long varint form (bincode
 /// accepts `FB 01 00` for 1) is re-encoded instead.
 pub fn server_relay_frame(msg: &ClientMsg, frame: &[u8]) -> Option<Bytes> {
-    let server = match msg {
-        ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. } => msg,
-        _ => return None,
-    };
+    if !matches!(
+        msg,
+        ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. }
+    ) {
+        return None;
+    }
     if let Some(tag @ 1..=3) = frame.get(FRAME_HEADER_LEN).copied() {
         let mut out = BytesMut::with_capacity(frame.len());
         out.extend_from_slice(frame);
@@ -98,18 +100,9 @@ pub fn server_relay_frame(msg: &ClientMsg, frame: &[u8]) -> Option<Bytes> {
         }
         return Some(out.freeze());
     }
-    Some(encode_frame(&match server.clone() {
-        ClientMsg::Offer { match_id, sdp } => ServerMsg::Offer { match_id, sdp },
-        ClientMsg::Answer { match_id, sdp } => ServerMsg::Answer { match_id, sdp },
-        ClientMsg::Ice {
-            match_id,
-            candidate,
-        } => ServerMsg::Ice {
-            match_id,
-            candidate,
-        },
-        _ => return None,
-    }))
+    msg.clone()
+        .into_relayed()
+        .map(|relayed| encode_frame(&relayed))
 }
 
 /// Splits a byte stream into frames, sans I/O: bytes go in through

@@ -259,6 +259,26 @@ impl CloseCode {
     }
 }
 
+impl ClientMsg {
+    /// What the partner receives for this relay message (`Offer`, `Answer`
+    /// or `Ice`): the `ServerMsg` of the same name and content. `None` for
+    /// messages that are not relayed.
+    pub fn into_relayed(self) -> Option<ServerMsg> {
+        Some(match self {
+            ClientMsg::Offer { match_id, sdp } => ServerMsg::Offer { match_id, sdp },
+            ClientMsg::Answer { match_id, sdp } => ServerMsg::Answer { match_id, sdp },
+            ClientMsg::Ice {
+                match_id,
+                candidate,
+            } => ServerMsg::Ice {
+                match_id,
+                candidate,
+            },
+            _ => return None,
+        })
+    }
+}
+
 impl Datagram {
     /// The match the datagram belongs to.
     pub fn match_id(&self) -> u64 {

@@ -34,18 +34,7 @@ fn candidate(text: &str) -> IceCandidate {
 
 /// The ServerMsg a partner receives for a relayed ClientMsg.
 fn relayed(msg: &ClientMsg) -> ServerMsg {
-    match msg.clone() {
-        ClientMsg::Offer { match_id, sdp } => ServerMsg::Offer { match_id, sdp },
-        ClientMsg::Answer { match_id, sdp } => ServerMsg::Answer { match_id, sdp },
-        ClientMsg::Ice {
-            match_id,
-            candidate,
-        } => ServerMsg::Ice {
-            match_id,
-            candidate,
-        },
-        other => panic!("not a relay message: {other:?}"),
-    }
+    msg.clone().into_relayed().expect("a relay message")
 }
 
 /// The three relay messages of a match, with the given payload.
