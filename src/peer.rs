@@ -169,16 +169,20 @@ impl Peer {
         }
     }
 
-    /// Queues a frame relayed from the partner of match `match_id`, waiting
-    /// while relays fill their half of the queue limit; gives up at
-    /// `deadline` if the writer has made no room by then.
-    pub async fn push_relay(
+    /// Queues a frame relayed from the partner of match `match_id` if the
+    /// relay budget has room; gives the item back if it has not (then see
+    /// [`Peer::push_relay_when_room`]).
+    pub fn try_push_relay(&self, match_id: u64, frame: Bytes) -> Result<(), Outbound> {
+        self.try_enqueue(Outbound::Relay { match_id, frame })
+    }
+
+    /// Queues a relay that found the budget full, once the writer makes room;
+    /// gives up at `deadline` if it makes none by then.
+    pub async fn push_relay_when_room(
         &self,
-        match_id: u64,
-        frame: Bytes,
+        mut item: Outbound,
         deadline: Instant,
     ) -> Result<(), RelayStalled> {
-        let mut item = Outbound::Relay { match_id, frame };
         loop {
             let room = self.relay_room.notified();
             tokio::pin!(room);

@@ -303,11 +303,15 @@ async fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: &[u8]) {
             let Some(relayed) = codec::server_relay_frame(msg, frame) else {
                 return;
             };
+            // The usual case costs no timer and no waiter.
+            let Err(full) = partner.try_push_relay(match_id, relayed) else {
+                return;
+            };
             let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
             tokio::select! {
                 biased;
                 _ = peer.close_requested() => {}
-                pushed = partner.push_relay(match_id, relayed, deadline) => {
+                pushed = partner.push_relay_when_room(full, deadline) => {
                     if pushed.is_err() {
                         partner.request_close(CloseCode::Abuse, "not reading the signaling stream");
                     }
@@ -358,6 +362,9 @@ async fn write_loop(
     let mut current_match: Option<u64> = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
+    // Each frame's length as queued, to tell afterwards whether a failed
+    // write stopped inside a frame (kept across batches: no allocation each).
+    let mut lengths: Vec<usize> = Vec::new();
     let mut cut_short = false;
     let closing = peer.close_requested();
     tokio::pin!(closing);
@@ -389,7 +396,8 @@ async fn write_loop(
                 break;
             }
         }
-        let lengths: Vec<usize> = batch.iter().map(Bytes::len).collect();
+        lengths.clear();
+        lengths.extend(batch.iter().map(Bytes::len));
         let result = {
             let mut write = std::pin::pin!(send.quic_stream_mut().write_all_chunks(&mut batch));
             tokio::select! {
