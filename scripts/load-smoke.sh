@@ -15,6 +15,9 @@
 #   RESTART_EACH=1          a fresh server for every scenario (clean RSS figures)
 #   NO_BUILD=1              use the binaries already built
 #   BIN_DIR=dir             take both binaries from dir (implies NO_BUILD)
+#   SERVER=floor            run against examples/floor_server.rs (the bare
+#                           stack, docs/performance.md §7) instead of quicmatch;
+#                           its scenarios are connect, relay and chat
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,7 +26,12 @@ PROFILE=${PROFILE:-debug}
 PAIRS=${PAIRS:-5}
 MESSAGES=${MESSAGES:-20}
 DURATION=${DURATION:-2}
-SCENARIOS=${SCENARIOS:-connect relay chat churn}
+SERVER=${SERVER:-quicmatch}
+case "$SERVER" in
+    quicmatch) SCENARIOS=${SCENARIOS:-connect relay chat churn} ;;
+    floor) SCENARIOS=${SCENARIOS:-connect relay chat} ;;
+    *) echo "SERVER must be quicmatch or floor" >&2; exit 2 ;;
+esac
 SERVER_ARGS=${SERVER_ARGS:-}
 LOAD_ARGS=${LOAD_ARGS:-}
 RESTART_EACH=${RESTART_EACH:-0}
@@ -38,9 +46,14 @@ if [[ -n "${BIN_DIR:-}" ]]; then
 else
     if [[ -z "${NO_BUILD:-}" ]]; then
         cargo build "${build_flag[@]}" --bin quicmatch --bin quicmatch-load >&2
+        if [[ "$SERVER" == floor ]]; then
+            cargo build "${build_flag[@]}" --example floor_server >&2
+        fi
     fi
     bin="target/$PROFILE"
 fi
+floor_bin="$bin/examples/floor_server"
+[[ -x "$floor_bin" ]] || floor_bin="$bin/floor_server"
 
 workdir=$(mktemp -d)
 server_pid=""
@@ -58,15 +71,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the server and sets server_pid, quic_port and http_port from its log.
+# Starts the server and sets server_pid, quic_port and http_port from its
+# log (and cert_args for the floor server, which has no sidecar).
 start_server() {
     local log="$workdir/server.log"
-    # shellcheck disable=SC2086
-    "$bin/quicmatch" --bind 127.0.0.1 --port 0 $SERVER_ARGS >"$log" 2>&1 &
+    local ready="HTTP sidecar on"
+    if [[ "$SERVER" == floor ]]; then
+        # shellcheck disable=SC2086
+        "$floor_bin" --port 0 $SERVER_ARGS >"$log" 2>&1 &
+        ready="certificate hash"
+    else
+        # shellcheck disable=SC2086
+        "$bin/quicmatch" --bind 127.0.0.1 --port 0 $SERVER_ARGS >"$log" 2>&1 &
+    fi
     server_pid=$!
-    # Wait (bounded) for the server to log both of its addresses.
+    # Wait (bounded) for the server to log its addresses.
     for _ in $(seq 1 200); do
-        if grep -q "HTTP sidecar on" "$log"; then
+        if grep -q "$ready" "$log"; then
             break
         fi
         if ! kill -0 "$server_pid" 2>/dev/null; then
@@ -76,8 +97,15 @@ start_server() {
         fi
         sleep 0.05
     done
-    quic_port=$(sed -n 's|.*WebTransport on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
-    http_port=$(sed -n 's|.*HTTP sidecar on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log" | head -n1)
+    if [[ "$SERVER" == floor ]]; then
+        quic_port=$(sed -n 's|.*floor server on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
+        cert_args=(--cert-hash "$(sed -n 's|.*certificate hash \([A-Za-z0-9+/=]*\).*|\1|p' "$log" | head -n1)")
+        # Nothing listens there: the generator then skips the session count.
+        http_port=9
+    else
+        quic_port=$(sed -n 's|.*WebTransport on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
+        http_port=$(sed -n 's|.*HTTP sidecar on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log" | head -n1)
+    fi
     if [[ -z "$quic_port" || -z "$http_port" ]]; then
         echo "server did not come up:" >&2
         cat "$log" >&2
@@ -86,6 +114,7 @@ start_server() {
 }
 
 failed=()
+cert_args=()
 start_server
 for scenario in $SCENARIOS; do
     if [[ "$RESTART_EACH" == 1 && -z "$server_pid" ]]; then
@@ -101,6 +130,7 @@ for scenario in $SCENARIOS; do
         --pairs "$PAIRS" \
         --messages "$MESSAGES" \
         --duration-secs "$DURATION" \
+        "${cert_args[@]}" \
         $LOAD_ARGS; then
         echo "== $scenario: ok" >&2
     else

@@ -1,0 +1,217 @@
+//! The floor under quicmatch's figures: the least a signaling relay on the
+//! same stack (wtransport, quinn, rustls, tokio, the same transport settings
+//! and codec) can do, so that `quicmatch-load` can measure what the stack
+//! itself costs per session, per handshake and per relayed message.
+//!
+//! It speaks just enough of the protocol for the load generator's `connect`,
+//! `relay` and `chat` scenarios: `Ping` → `Pong`, `Join` → `Matched` with the
+//! first waiting session of the other gender, and relays written straight into
+//! the partner's stream from the sender's task. No registry, rate limits,
+//! outbound queues, validation or shutdown: it is a benchmark baseline, not a
+//! server to run. `docs/performance.md` §7 has its figures.
+//!
+//! ```sh
+//! cargo run --release --example floor_server -- --port 5601
+//! target/release/quicmatch-load --url https://127.0.0.1:5601/signal \
+//!     --cert-hash HASH --scenario relay --pairs 1000 --server-pid PID
+//! ```
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Parser;
+use quicmatch::codec::{self, FrameDecoder, encode_frame, server_relay_frame};
+use quicmatch::protocol::{ClientMsg, Gender, Profile, ServerMsg};
+use quicmatch::{tls, transport};
+use tokio::io::AsyncReadExt;
+use wtransport::endpoint::IncomingSession;
+use wtransport::{Connection, Endpoint, SendStream, ServerConfig};
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// UDP port (127.0.0.1 only).
+    #[arg(long, default_value_t = 5601)]
+    port: u16,
+    /// Kernel buffer size of the UDP socket, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    udp_buffer_bytes: usize,
+}
+
+/// One session as its partner sees it: where to write relays and datagrams.
+struct Slot {
+    connection: Connection,
+    send: tokio::sync::Mutex<SendStream>,
+    partner: Mutex<Weak<Slot>>,
+}
+
+/// Sessions waiting for a partner of one gender, oldest first.
+type Queue = VecDeque<(Weak<Slot>, Profile)>;
+
+/// The waiting sessions, by gender, and the match counter.
+#[derive(Default)]
+struct Pool {
+    waiting: Mutex<[Queue; 2]>,
+    next_match: AtomicU64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let identity = tls::self_signed(&[], tls::SELF_SIGNED_VALIDITY)?;
+    let hash = identity
+        .pinned_hash
+        .map(|hash| base64::engine::general_purpose::STANDARD.encode(hash))
+        .unwrap_or_default();
+    let socket = transport::bind_udp(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        args.port,
+        args.udp_buffer_bytes,
+    )?;
+    let transport_config =
+        transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
+    let config = ServerConfig::builder()
+        .with_bind_socket(socket)
+        .with_custom_transport(identity.identity, transport_config)
+        .allow_migration(false)
+        .build();
+    let endpoint = Endpoint::server(config)?;
+    println!(
+        "floor server on https://{}/signal, certificate hash {hash}",
+        endpoint.local_addr()?
+    );
+    let pool = Arc::new(Pool::default());
+    loop {
+        let incoming = endpoint.accept().await;
+        tokio::spawn(serve(incoming, pool.clone()));
+    }
+}
+
+/// Serves one session until it ends; any error just ends it.
+async fn serve(incoming: IncomingSession, pool: Arc<Pool>) -> anyhow::Result<()> {
+    let connection = incoming.await?.accept().await?;
+    let (send, mut recv) = connection.accept_bi().await?;
+    let slot = Arc::new(Slot {
+        connection: connection.clone(),
+        send: tokio::sync::Mutex::new(send),
+        partner: Mutex::new(Weak::new()),
+    });
+    let datagrams = tokio::spawn(forward_datagrams(slot.clone()));
+    let mut decoder = FrameDecoder::default();
+    let result = async {
+        loop {
+            while let Some(frame) = decoder.next_frame()? {
+                let msg: ClientMsg = codec::decode(codec::frame_payload(&frame))?;
+                handle(&slot, &pool, msg, &frame).await?;
+            }
+            if recv.read_buf(decoder.buffer()).await? == 0 {
+                return anyhow::Ok(());
+            }
+        }
+    }
+    .await;
+    datagrams.abort();
+    result
+}
+
+/// Answers one client message.
+async fn handle(slot: &Arc<Slot>, pool: &Pool, msg: ClientMsg, frame: &[u8]) -> anyhow::Result<()> {
+    match msg {
+        ClientMsg::Ping { nonce } => write(slot, &encode_frame(&ServerMsg::Pong { nonce })).await,
+        ClientMsg::Join(profile) => join(slot, pool, profile).await,
+        ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. } => {
+            let partner = slot
+                .partner
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .upgrade();
+            match (partner, server_relay_frame(&msg, frame)) {
+                (Some(partner), Some(relayed)) => write(&partner, &relayed).await,
+                _ => Ok(()),
+            }
+        }
+        ClientMsg::Stop | ClientMsg::Leave => anyhow::bail!("the floor server does not re-match"),
+    }
+}
+
+/// Matches `slot` with the first waiting session of the other gender, or
+/// makes it wait.
+async fn join(slot: &Arc<Slot>, pool: &Pool, profile: Profile) -> anyhow::Result<()> {
+    let index = |gender| usize::from(gender == Gender::Female);
+    let partner = {
+        let mut waiting = pool
+            .waiting
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let found = waiting
+            .get_mut(index(profile.gender.opposite()))
+            .and_then(|queue| queue.pop_front());
+        if found.is_none()
+            && let Some(queue) = waiting.get_mut(index(profile.gender))
+        {
+            queue.push_back((Arc::downgrade(slot), profile.clone()));
+        }
+        found
+    };
+    let Some((partner, partner_profile)) = partner else {
+        return write(
+            slot,
+            &encode_frame(&ServerMsg::Waiting { queue_position: 1 }),
+        )
+        .await;
+    };
+    let Some(partner) = partner.upgrade() else {
+        return write(
+            slot,
+            &encode_frame(&ServerMsg::Waiting { queue_position: 1 }),
+        )
+        .await;
+    };
+    let match_id = pool.next_match.fetch_add(1, Ordering::Relaxed) + 1;
+    for (one, other, other_profile, initiator) in [
+        (slot, &partner, partner_profile, true),
+        (&partner, slot, profile, false),
+    ] {
+        *one.partner
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))? = Arc::downgrade(other);
+        let matched = ServerMsg::Matched {
+            match_id,
+            partner: other_profile,
+            initiator,
+            ice_servers: Vec::new(),
+        };
+        write(one, &encode_frame(&matched)).await?;
+    }
+    Ok(())
+}
+
+/// Writes a whole frame to a session's signaling stream.
+async fn write(slot: &Slot, frame: &[u8]) -> anyhow::Result<()> {
+    slot.send.lock().await.write_all(frame).await?;
+    Ok(())
+}
+
+/// Forwards the session's chat datagrams to its partner as they are.
+async fn forward_datagrams(slot: Arc<Slot>) {
+    while let Ok(datagram) = slot.connection.receive_datagram().await {
+        let partner = slot
+            .partner
+            .lock()
+            .ok()
+            .and_then(|partner| partner.upgrade());
+        if let Some(partner) = partner {
+            let _ = partner.connection.send_datagram(datagram.payload());
+        }
+    }
+}
