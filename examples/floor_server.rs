@@ -5,10 +5,11 @@
 //!
 //! It speaks just enough of the protocol for the load generator's `connect`,
 //! `relay` and `chat` scenarios: `Ping` → `Pong`, `Join` → `Matched` with the
-//! first waiting session of the other gender, and relays written straight into
-//! the partner's stream from the sender's task. No registry, rate limits,
-//! outbound queues, validation or shutdown: it is a benchmark baseline, not a
-//! server to run. `docs/performance.md` §7 has its figures.
+//! longest-waiting session of the other gender (no `Waiting` frames), relays
+//! written straight into the partner's stream from the sender's task, chat
+//! datagrams forwarded as they are. No registry, rate limits, outbound
+//! queues, validation or shutdown: it is a benchmark baseline, not a server
+//! to run. `docs/performance.md` §7 has its figures.
 //!
 //! ```sh
 //! cargo run --release --example floor_server -- --port 5601
@@ -33,6 +34,7 @@ use wtransport::{Connection, Endpoint, SendStream, ServerConfig};
 
 /// Command line.
 #[derive(Debug, Parser)]
+#[command(about = "A bare-stack signaling relay, the baseline for quicmatch's benchmarks")]
 struct Args {
     /// UDP port (127.0.0.1 only).
     #[arg(long, default_value_t = 5601)]
@@ -44,8 +46,11 @@ struct Args {
 
 /// One session as its partner sees it: where to write relays and datagrams.
 struct Slot {
+    /// The session, for datagrams.
     connection: Connection,
+    /// The signaling stream's sending half, shared by every task that writes.
     send: tokio::sync::Mutex<SendStream>,
+    /// The current partner, if matched and still there.
     partner: Mutex<Weak<Slot>>,
 }
 
@@ -55,10 +60,13 @@ type Queue = VecDeque<(Weak<Slot>, Profile)>;
 /// The waiting sessions, by gender, and the match counter.
 #[derive(Default)]
 struct Pool {
+    /// Waiting sessions: men at 0, women at 1.
     waiting: Mutex<[Queue; 2]>,
+    /// The last match id handed out.
     next_match: AtomicU64,
 }
 
+/// Runs the floor server on a multi-threaded runtime, as quicmatch runs by default.
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +75,8 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(args))
 }
 
+/// Binds 127.0.0.1, prints the session URL and certificate hash (which
+/// `scripts/load-smoke.sh` reads), and serves sessions until killed.
 async fn run(args: Args) -> anyhow::Result<()> {
     let identity = tls::self_signed(&[], tls::SELF_SIGNED_VALIDITY)?;
     let hash = identity
@@ -124,38 +134,45 @@ async fn serve(incoming: IncomingSession, pool: Arc<Pool>) -> anyhow::Result<()>
     result
 }
 
-/// Answers one client message.
+/// Answers one client message. A failure to reach the partner is the
+/// partner's problem and does not end this session.
 async fn handle(slot: &Arc<Slot>, pool: &Pool, msg: ClientMsg, frame: &[u8]) -> anyhow::Result<()> {
     match msg {
         ClientMsg::Ping { nonce } => write(slot, &encode_frame(&ServerMsg::Pong { nonce })).await,
-        ClientMsg::Join(profile) => join(slot, pool, profile).await,
+        ClientMsg::Join(profile) => {
+            join(slot, pool, profile).await;
+            Ok(())
+        }
         ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. } => {
-            let partner = slot
-                .partner
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .upgrade();
-            match (partner, server_relay_frame(&msg, frame)) {
-                (Some(partner), Some(relayed)) => write(&partner, &relayed).await,
-                _ => Ok(()),
+            let partner = slot.partner.lock().ok().and_then(|p| p.upgrade());
+            if let (Some(partner), Some(relayed)) = (partner, server_relay_frame(&msg, frame)) {
+                let _ = write(&partner, &relayed).await;
             }
+            Ok(())
         }
         ClientMsg::Stop | ClientMsg::Leave => anyhow::bail!("the floor server does not re-match"),
     }
 }
 
-/// Matches `slot` with the first waiting session of the other gender, or
-/// makes it wait.
-async fn join(slot: &Arc<Slot>, pool: &Pool, profile: Profile) -> anyhow::Result<()> {
+/// Matches `slot` with the longest-waiting live session of the other
+/// gender, which becomes the initiator (as in quicmatch), or queues it.
+/// Sends no `Waiting`: a joiner's `Matched` may be written by its partner's
+/// task at any moment, and nothing may follow it out of order.
+async fn join(slot: &Arc<Slot>, pool: &Pool, profile: Profile) {
     let index = |gender| usize::from(gender == Gender::Female);
-    let partner = {
-        let mut waiting = pool
-            .waiting
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let found = waiting
-            .get_mut(index(profile.gender.opposite()))
-            .and_then(|queue| queue.pop_front());
+    let found = {
+        let Ok(mut waiting) = pool.waiting.lock() else {
+            return;
+        };
+        let mut found = None;
+        if let Some(queue) = waiting.get_mut(index(profile.gender.opposite())) {
+            while let Some((waiter, waiter_profile)) = queue.pop_front() {
+                if let Some(waiter) = waiter.upgrade() {
+                    found = Some((waiter, waiter_profile));
+                    break;
+                }
+            }
+        }
         if found.is_none()
             && let Some(queue) = waiting.get_mut(index(profile.gender))
         {
@@ -163,37 +180,25 @@ async fn join(slot: &Arc<Slot>, pool: &Pool, profile: Profile) -> anyhow::Result
         }
         found
     };
-    let Some((partner, partner_profile)) = partner else {
-        return write(
-            slot,
-            &encode_frame(&ServerMsg::Waiting { queue_position: 1 }),
-        )
-        .await;
-    };
-    let Some(partner) = partner.upgrade() else {
-        return write(
-            slot,
-            &encode_frame(&ServerMsg::Waiting { queue_position: 1 }),
-        )
-        .await;
+    let Some((waiter, waiter_profile)) = found else {
+        return;
     };
     let match_id = pool.next_match.fetch_add(1, Ordering::Relaxed) + 1;
     for (one, other, other_profile, initiator) in [
-        (slot, &partner, partner_profile, true),
-        (&partner, slot, profile, false),
+        (&waiter, slot, profile, true),
+        (slot, &waiter, waiter_profile, false),
     ] {
-        *one.partner
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))? = Arc::downgrade(other);
+        if let Ok(mut partner) = one.partner.lock() {
+            *partner = Arc::downgrade(other);
+        }
         let matched = ServerMsg::Matched {
             match_id,
             partner: other_profile,
             initiator,
             ice_servers: Vec::new(),
         };
-        write(one, &encode_frame(&matched)).await?;
+        let _ = write(one, &encode_frame(&matched)).await;
     }
-    Ok(())
 }
 
 /// Writes a whole frame to a session's signaling stream.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load-generator smoke test: starts a quicmatch server on 127.0.0.1 (ephemeral
-# ports), runs quicmatch-load's four scenarios against it at a small size,
+# Load-generator smoke test: starts a quicmatch server (or, with SERVER=floor,
+# the bare-stack baseline of examples/floor_server.rs) on 127.0.0.1 with an
+# ephemeral port, runs quicmatch-load's scenarios against it at a small size,
 # stops the server, and fails if any scenario lost or misrouted a message, got
 # an error or timed out. Each scenario's JSON report goes to stdout.
 #
@@ -99,8 +100,16 @@ start_server() {
     done
     if [[ "$SERVER" == floor ]]; then
         quic_port=$(sed -n 's|.*floor server on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
-        cert_args=(--cert-hash "$(sed -n 's|.*certificate hash \([A-Za-z0-9+/=]*\).*|\1|p' "$log" | head -n1)")
-        # Nothing listens there: the generator then skips the session count.
+        local hash
+        hash=$(sed -n 's|.*certificate hash \([A-Za-z0-9+/=]*\).*|\1|p' "$log" | head -n1)
+        if [[ -z "$hash" ]]; then
+            echo "floor server printed no certificate hash:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        cert_args=(--cert-hash "$hash")
+        # The floor has no sidecar; the discard port refuses at once, and
+        # the generator then skips the server's session count.
         http_port=9
     else
         quic_port=$(sed -n 's|.*WebTransport on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
