@@ -6,7 +6,7 @@
 //! drives it and delivers the events; a multi-node pool would replace this
 //! type behind the same operations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::protocol::{Gender, MAX_AGE, MAX_NAME_CHARS, Profile};
 
@@ -110,7 +110,7 @@ struct Entry {
 pub struct Registry {
     sessions: HashMap<SessionId, Entry>,
     /// FIFO queues by arrival ticket, indexed by [`queue_index`].
-    queues: [BTreeMap<u64, SessionId>; 2],
+    queues: [WaitQueue; 2],
     active_matches: usize,
     /// Most sessions at once since [`Registry::take_peak`] was last called.
     peak_sessions: usize,
@@ -161,7 +161,7 @@ impl Registry {
     pub fn new(min_age: u8, max_sessions: usize) -> Self {
         Registry {
             sessions: HashMap::new(),
-            queues: [BTreeMap::new(), BTreeMap::new()],
+            queues: [WaitQueue::default(), WaitQueue::default()],
             active_matches: 0,
             peak_sessions: 0,
             next_session: 1,
@@ -223,7 +223,7 @@ impl Registry {
             State::Idle => return Err(RefusedError::NotJoined),
             State::Waiting { profile, ticket } => {
                 let queue = &self.queues[queue_index(profile.gender)];
-                let position = queue.range(..=ticket).count();
+                let position = queue.position(*ticket).unwrap_or(queue.len());
                 events.push(Event::Waiting {
                     session: id,
                     queue_position: saturating_u32(position),
@@ -249,7 +249,7 @@ impl Registry {
         match &entry.state {
             State::Idle => {}
             State::Waiting { profile, ticket } => {
-                self.queues[queue_index(profile.gender)].remove(ticket);
+                self.queues[queue_index(profile.gender)].remove(*ticket);
                 entry.state = State::Idle;
             }
             State::Matched { .. } => {
@@ -327,7 +327,7 @@ impl Registry {
     fn enqueue(&mut self, id: SessionId, profile: Profile, events: &mut Vec<Event>) {
         let previous = self.sessions.get(&id).and_then(|e| e.previous_partner);
         let other_queue = &self.queues[queue_index(profile.gender.opposite())];
-        let candidate = other_queue.iter().find_map(|(&ticket, &other)| {
+        let candidate = other_queue.iter().find_map(|(ticket, other)| {
             let theirs = self.sessions.get(&other).and_then(|e| e.previous_partner);
             (Some(other) != previous && theirs != Some(id)).then_some((ticket, other))
         });
@@ -337,7 +337,7 @@ impl Registry {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 let queue = &mut self.queues[queue_index(profile.gender)];
-                queue.insert(ticket, id);
+                queue.push(ticket, id);
                 let queue_position = saturating_u32(queue.len());
                 if let Some(entry) = self.sessions.get_mut(&id) {
                     entry.state = State::Waiting { profile, ticket };
@@ -372,7 +372,7 @@ impl Registry {
         else {
             return;
         };
-        self.queues[queue_index(waiter_profile.gender)].remove(&ticket);
+        self.queues[queue_index(waiter_profile.gender)].remove(ticket);
         waiter_entry.state = State::Matched {
             profile: waiter_profile.clone(),
             partner: id,
@@ -413,12 +413,12 @@ impl Registry {
                 State::Waiting { profile, ticket } => {
                     let q = queue_index(profile.gender);
                     assert_eq!(
-                        self.queues[q].get(ticket),
-                        Some(&id),
+                        self.queues[q].get(*ticket),
+                        Some(id),
                         "{id} not in its queue"
                     );
                     assert!(
-                        !self.queues[1 - q].values().any(|&s| s == id),
+                        !self.queues[1 - q].iter().any(|(_, s)| s == id),
                         "{id} in both queues"
                     );
                     waiting[q] += 1;
@@ -442,13 +442,13 @@ impl Registry {
                     assert_eq!(*their_partner, id, "match of {id} is not symmetric");
                     assert_eq!(their_match, match_id, "match ids differ");
                     assert_ne!(profile.gender, their_profile.gender, "same-gender match");
-                    assert!(!self.queues.iter().any(|q| q.values().any(|&s| s == id)));
+                    assert!(!self.queues.iter().any(|q| q.iter().any(|(_, s)| s == id)));
                 }
             }
         }
         for queue in &self.queues {
-            for id in queue.values() {
-                assert!(self.sessions.contains_key(id), "ended session {id} queued");
+            for (_, id) in queue.iter() {
+                assert!(self.sessions.contains_key(&id), "ended session {id} queued");
             }
         }
         assert_eq!(
@@ -468,6 +468,9 @@ impl Registry {
 fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+mod queue;
+use queue::WaitQueue;
 
 #[cfg(test)]
 mod tests;

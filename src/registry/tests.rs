@@ -96,6 +96,42 @@ fn same_gender_queues_in_fifo_order() {
 }
 
 #[test]
+fn stop_while_waiting_reports_the_position_after_departures() {
+    let mut r = registry();
+    let men: Vec<_> = (0..5).map(|_| r.connect().unwrap()).collect();
+    for &m in &men {
+        r.join(m, profile("M", Gender::Male)).unwrap();
+    }
+    r.leave(men[1]);
+    r.disconnect(men[3]);
+    let position = |r: &mut Registry, id| r.stop(id).unwrap();
+    assert_eq!(
+        position(&mut r, men[4]),
+        vec![Event::Waiting {
+            session: men[4],
+            queue_position: 3
+        }]
+    );
+    assert_eq!(
+        position(&mut r, men[0]),
+        vec![Event::Waiting {
+            session: men[0],
+            queue_position: 1
+        }]
+    );
+    // The one who left joins again at the back.
+    r.join(men[1], profile("M", Gender::Male)).unwrap();
+    assert_eq!(
+        position(&mut r, men[1]),
+        vec![Event::Waiting {
+            session: men[1],
+            queue_position: 4
+        }]
+    );
+    r.assert_invariants();
+}
+
+#[test]
 fn join_twice_and_invalid_profiles_are_refused() {
     let mut r = registry();
     let a = r.connect().unwrap();
