@@ -1,6 +1,6 @@
 //! The floor under quicmatch's figures: the least a signaling relay on the
-//! same stack (wtransport, quinn, rustls, tokio, the same transport settings
-//! and codec) can do, so that `quicmatch-load` can measure what the stack
+//! same stack (wtransport, quinn, rustls, tokio, the same TLS and transport
+//! settings and codec) can do, so that `quicmatch-load` can measure what the stack
 //! itself costs per session, per handshake and per relayed message.
 //!
 //! It speaks just enough of the protocol for the load generator's `connect`,
@@ -92,7 +92,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
     let config = ServerConfig::builder()
         .with_bind_socket(socket)
-        .with_custom_transport(identity.identity, transport_config)
+        .with_custom_tls_and_transport(
+            tls::server_tls_config(&identity.identity)?,
+            transport_config,
+        )
         .allow_migration(false)
         .build();
     let endpoint = Endpoint::server(config)?;

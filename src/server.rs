@@ -85,7 +85,7 @@ impl Server {
             let socket = transport::bind_udp(ip, port, config.udp_buffer_bytes)?;
             let builder = ServerConfig::builder().with_bind_socket(socket);
             let transport = transport::transport_config(idle_timeout, keep_alive)?;
-            let server_config = tls_config(builder, &identity, transport);
+            let server_config = tls_config(builder, &identity, transport)?;
             let endpoint = Arc::new(Endpoint::server(server_config)?);
             let addr = endpoint.local_addr()?;
             port = addr.port();
@@ -257,11 +257,12 @@ fn tls_config(
     builder: ServerConfigBuilder<WantsIdentity>,
     identity: &TlsIdentity,
     transport: QuicTransportConfig,
-) -> ServerConfig {
-    builder
-        .with_custom_transport(identity.identity.clone_identity(), transport)
+) -> anyhow::Result<ServerConfig> {
+    let tls = tls::server_tls_config(&identity.identity)?;
+    Ok(builder
+        .with_custom_tls_and_transport(tls, transport)
         .allow_migration(false)
-        .build()
+        .build())
 }
 
 /// Accepts sessions until shutdown; each runs in its own task.
@@ -302,7 +303,7 @@ impl Renewal {
             // Without a rebind, the bind part of the configuration is ignored.
             let builder = ServerConfig::builder().with_bind_default(0);
             let transport = transport::transport_config(self.idle_timeout, self.keep_alive)?;
-            let config = tls_config(builder, &identity, transport);
+            let config = tls_config(builder, &identity, transport)?;
             endpoint
                 .reload_config(config, false)
                 .context("reloading TLS")?;
