@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
     });
 
     // Stop while waiting at the back of the queue: answered with the
-    // session's position, which the registry counts.
+    // session's position (a prefix sum over the queue's arrival slots).
     group.bench_function("stop_waiting_at_back", |b| {
         let mut registry = men_waiting();
         let last = WAITING as SessionId;

@@ -223,7 +223,9 @@ impl Registry {
             State::Idle => return Err(RefusedError::NotJoined),
             State::Waiting { profile, ticket } => {
                 let queue = &self.queues[queue_index(profile.gender)];
-                let position = queue.position(*ticket).unwrap_or(queue.len());
+                let position = queue.position(*ticket);
+                debug_assert!(position.is_some(), "{id} waits but is not queued");
+                let position = position.unwrap_or(queue.len());
                 events.push(Event::Waiting {
                     session: id,
                     queue_position: saturating_u32(position),

@@ -35,6 +35,12 @@ impl WaitQueue {
     /// Adds `id` at the back; `ticket` must be larger than every ticket
     /// queued before.
     pub(super) fn push(&mut self, ticket: u64, id: SessionId) {
+        debug_assert!(
+            self.entries
+                .last_key_value()
+                .is_none_or(|(&last, _)| last < ticket),
+            "tickets must grow"
+        );
         if self.tree.len() >= 2 * self.entries.len() + SLACK {
             self.renumber();
         }
@@ -108,6 +114,8 @@ impl WaitQueue {
     /// rebuilds the tree from scratch in O(len).
     fn renumber(&mut self) {
         self.tree.clear();
+        // Memory follows the queue down as well as up.
+        self.tree.shrink_to(2 * self.entries.len() + SLACK);
         self.tree.resize(self.entries.len(), 1);
         for (slot, (_, assigned)) in self.entries.values_mut().enumerate() {
             *assigned = slot;
@@ -146,6 +154,57 @@ mod tests {
             queue.iter().collect::<Vec<_>>(),
             vec![(0, 0), (1, 10), (3, 30), (4, 40)]
         );
+    }
+
+    /// Checks every position against `expected`, the tickets in order.
+    fn assert_positions(queue: &WaitQueue, expected: &[u64]) {
+        for (index, &ticket) in expected.iter().enumerate() {
+            assert_eq!(queue.position(ticket), Some(index + 1), "ticket {ticket}");
+        }
+        assert_eq!(queue.len(), expected.len());
+    }
+
+    #[test]
+    fn renumbering_on_arrival_keeps_positions() {
+        let mut queue = WaitQueue::default();
+        queue.push(0, 0);
+        queue.push(1, 1);
+        // Arrivals that leave again fill the tree up to the trigger
+        // (2 * len + SLACK) without a departure reaching it.
+        let mut ticket = 2;
+        while queue.tree.len() < 2 * queue.len() + SLACK {
+            queue.push(ticket, ticket);
+            queue.remove(ticket);
+            ticket += 1;
+        }
+        assert_positions(&queue, &[0, 1]);
+        // The next arrival renumbers first: two slots, then its own.
+        queue.push(ticket, ticket);
+        assert_eq!(queue.tree.len(), 3);
+        assert_positions(&queue, &[0, 1, ticket]);
+        queue.remove(1);
+        assert_positions(&queue, &[0, ticket]);
+    }
+
+    #[test]
+    fn renumbering_on_departure_keeps_positions() {
+        let mut queue = WaitQueue::default();
+        for ticket in 0..300u64 {
+            queue.push(ticket, ticket);
+        }
+        // Departures from the middle until the tree is rebuilt.
+        let mut model: Vec<u64> = (0..300).collect();
+        let before = queue.tree.len();
+        for ticket in 50..250 {
+            queue.remove(ticket);
+            model.retain(|&t| t != ticket);
+            assert_positions(&queue, &model);
+        }
+        assert!(
+            queue.tree.len() < before,
+            "the test must reach a renumbering on remove"
+        );
+        assert!(queue.tree.len() <= 2 * queue.len() + SLACK);
     }
 
     #[test]
