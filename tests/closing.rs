@@ -53,14 +53,7 @@ async fn an_unskippable_frame_length_closes_with_code_1() {
         ann.send_raw(&length.to_be_bytes()).await.unwrap();
         expect_closed_with(&mut ann, 1, |_| false).await;
         // The partner is merely told, and queues again.
-        assert_eq!(
-            next_msg(&mut bob).await,
-            ServerMsg::PartnerDisconnected { match_id: id }
-        );
-        assert_eq!(
-            next_msg(&mut bob).await,
-            ServerMsg::Waiting { queue_position: 1 }
-        );
+        expect_left_to_wait(&mut bob, id).await;
         ping(&mut bob, 1).await;
         drop(bob);
         wait_counts(&server, (0, 0, 0, 0)).await;
@@ -207,14 +200,7 @@ async fn a_flood_is_closed_with_code_2_and_the_partner_carries_on() {
         notices <= 1 + start.elapsed().as_secs() as usize,
         "{notices} notices"
     );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::PartnerDisconnected { match_id: id }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    expect_left_to_wait(&mut bob, id).await;
     ping(&mut bob, 1).await;
     wait_counts(&server, (1, 0, 1, 0)).await;
     server.shutdown().await;
@@ -294,14 +280,7 @@ async fn a_client_that_does_not_read_is_dropped_and_its_partner_is_not() {
         other => panic!("expected an application close with code 2, got {other:?}"),
     }
     // Bob is told, queues again, and his late offers are dropped silently.
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::PartnerDisconnected { match_id: id }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    expect_left_to_wait(&mut bob, id).await;
     send(
         &mut bob,
         ClientMsg::Offer {

@@ -287,14 +287,7 @@ async fn leave_then_join_again_with_a_new_profile() {
     let server = start_server(&[]).await;
     let (mut ann, mut bob, id) = matched_pair(&server).await;
     send(&mut ann, ClientMsg::Leave).await;
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::PartnerDisconnected { match_id: id }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    expect_left_to_wait(&mut bob, id).await;
     // Ann is idle now.
     send(&mut ann, ClientMsg::Stop).await;
     expect_error(&mut ann, ErrorCode::NotJoined).await;

@@ -121,14 +121,7 @@ async fn match_ids_are_fresh_for_every_match() {
         next_msg(&mut ann).await,
         ServerMsg::Waiting { queue_position: 1 }
     );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::PartnerDisconnected { match_id: first }
-    );
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
+    expect_left_to_wait(&mut bob, first).await;
     let mut cy = connect(&server).await;
     let ann_cy = match_id(&join(&mut cy, "Cy", Gender::Male).await);
     assert_eq!(match_id(&next_msg(&mut ann).await), ann_cy);

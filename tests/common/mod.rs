@@ -108,16 +108,22 @@ pub async fn matched_pair(server: &Server) -> (Client, Client, u64) {
 /// again, neither offered to the other.
 pub async fn stop_and_both_wait(stopper: &mut Client, partner: &mut Client, id: u64) {
     send(stopper, ClientMsg::Stop).await;
+    expect_left_to_wait(partner, id).await;
     assert_eq!(
-        next_msg(partner).await,
+        next_msg(stopper).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+}
+
+/// Asserts `client`'s partner in match `id` has left: it is told, and waits
+/// again at the front of the queue.
+pub async fn expect_left_to_wait(client: &mut Client, id: u64) {
+    assert_eq!(
+        next_msg(client).await,
         ServerMsg::PartnerDisconnected { match_id: id }
     );
     assert_eq!(
-        next_msg(partner).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    assert_eq!(
-        next_msg(stopper).await,
+        next_msg(client).await,
         ServerMsg::Waiting { queue_position: 1 }
     );
 }
