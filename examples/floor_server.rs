@@ -54,6 +54,16 @@ struct Slot {
     partner: Mutex<Weak<Slot>>,
 }
 
+impl Slot {
+    /// The partner, while matched and still connected.
+    fn current_partner(&self) -> Option<Arc<Slot>> {
+        self.partner
+            .lock()
+            .ok()
+            .and_then(|partner| partner.upgrade())
+    }
+}
+
 /// Sessions waiting for a partner of one gender, oldest first.
 type Queue = VecDeque<(Weak<Slot>, Profile)>;
 
@@ -147,7 +157,7 @@ async fn handle(slot: &Arc<Slot>, pool: &Pool, msg: ClientMsg, frame: &[u8]) -> 
             Ok(())
         }
         ClientMsg::Offer { .. } | ClientMsg::Answer { .. } | ClientMsg::Ice { .. } => {
-            let partner = slot.partner.lock().ok().and_then(|p| p.upgrade());
+            let partner = slot.current_partner();
             if let (Some(partner), Some(relayed)) = (partner, server_relay_frame(&msg, frame)) {
                 let _ = write(&partner, &relayed).await;
             }
@@ -213,12 +223,7 @@ async fn write(slot: &Slot, frame: &[u8]) -> anyhow::Result<()> {
 /// Forwards the session's chat datagrams to its partner as they are.
 async fn forward_datagrams(slot: Arc<Slot>) {
     while let Ok(datagram) = slot.connection.receive_datagram().await {
-        let partner = slot
-            .partner
-            .lock()
-            .ok()
-            .and_then(|partner| partner.upgrade());
-        if let Some(partner) = partner {
+        if let Some(partner) = slot.current_partner() {
             let _ = partner.connection.send_datagram(datagram.payload());
         }
     }
