@@ -104,6 +104,32 @@ pub struct Config {
     /// Label after the expiry in minted TURN usernames (`expiry:label`).
     #[arg(long, env = "TURN_LABEL", default_value = "quicmatch")]
     pub turn_label: String,
+
+    /// Join a matching pool shared by several nodes through Redis (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Without it, this process is the whole pool.
+    #[arg(long = "redis", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Name of the pool in Redis; every key carries it as its hash tag (`{quicmatch}:…`), so one Redis can hold several pools.
+    #[arg(long, env = "REDIS_POOL", default_value = "quicmatch", value_parser = pool_name)]
+    pub redis_pool: String,
+
+    /// The URL browsers open a session on this node with (`https://host:port/signal`), announced to the pool so that any node's /api/webtransport can send people here.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// A pool name: what may stand inside a hash tag and a channel name.
+fn pool_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
 }
 
 impl Config {

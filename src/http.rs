@@ -95,6 +95,41 @@ struct Health {
     male_queue: usize,
     female_queue: usize,
     timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<NodeFigures>,
+}
+
+/// This node's own figures, beside the whole pool's, in a shared pool.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeFigures {
+    /// The node's id in the pool.
+    id: String,
+    /// Its sessions.
+    active_users: usize,
+    /// Its sessions in a match (a pair across nodes counts on both).
+    matched_users: usize,
+    male_queue: usize,
+    female_queue: usize,
+    /// Live nodes in the pool.
+    nodes: usize,
+    /// Whether Redis answered the last heartbeat.
+    redis: bool,
+}
+
+fn node_figures(hub: &crate::hub::Hub) -> Option<NodeFigures> {
+    let cluster = hub.cluster()?;
+    let own = hub.node_stats();
+    let view = hub.pool_view();
+    Some(NodeFigures {
+        id: cluster.node().to_string(),
+        active_users: own.active_users,
+        matched_users: own.active_matches,
+        male_queue: own.male_queue,
+        female_queue: own.female_queue,
+        nodes: view.nodes.len(),
+        redis: view.reachable,
+    })
 }
 
 async fn health(State(state): State<SidecarState>) -> Response {
@@ -102,14 +137,23 @@ async fn health(State(state): State<SidecarState>) -> Response {
     let timestamp = time::OffsetDateTime::now_utc()
         .format(TIMESTAMP)
         .unwrap_or_default();
-    public_json(Health {
-        status: "ok",
+    let node = node_figures(&state.hub);
+    // A node that cannot reach its pool still serves its own sessions, but
+    // a load balancer should send newcomers elsewhere.
+    let degraded = node.as_ref().is_some_and(|n| !n.redis);
+    let mut response = public_json(Health {
+        status: if degraded { "degraded" } else { "ok" },
         active_users: stats.active_users,
         active_matches: stats.active_matches,
         male_queue: stats.male_queue,
         female_queue: stats.female_queue,
         timestamp,
-    })
+        node,
+    });
+    if degraded {
+        *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
 }
 
 /// `GET /api/stats`.
@@ -119,6 +163,8 @@ struct ApiStats {
     total_users: usize,
     active_matches: usize,
     queues: Queues,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<NodeFigures>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +182,7 @@ async fn stats(State(state): State<SidecarState>) -> Response {
             male: stats.male_queue,
             female: stats.female_queue,
         },
+        node: node_figures(&state.hub),
     })
 }
 
@@ -154,6 +201,9 @@ struct CertificateHash {
 }
 
 async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> Response {
+    if let Some(elsewhere) = least_loaded_node(&state.hub) {
+        return public_json(elsewhere);
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -175,6 +225,31 @@ async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> 
     public_json(WebTransportInfo {
         url: format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
         server_certificate_hashes: hashes,
+    })
+}
+
+/// In a shared pool, the live node with the fewest sessions among those
+/// that announce a public URL and take sessions; `None` means this one.
+fn least_loaded_node(hub: &crate::hub::Hub) -> Option<WebTransportInfo> {
+    hub.cluster()?;
+    let view = hub.pool_view();
+    let best = view
+        .nodes
+        .iter()
+        .filter(|n| n.announcement.open)
+        .filter_map(|n| Some((n.announcement.url.as_ref()?, &n.announcement)))
+        .min_by_key(|(_, a)| a.sessions)?;
+    Some(WebTransportInfo {
+        url: best.0.clone(),
+        server_certificate_hashes: best
+            .1
+            .hashes
+            .iter()
+            .map(|value| CertificateHash {
+                algorithm: "sha-256",
+                value: value.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -1,23 +1,35 @@
-//! The hub joins the registry (who is matched with whom) to the sessions'
-//! peers (how to reach them). Registry operations and the delivery of their
-//! events happen under one lock, so every session sees its events in the
-//! order the registry made them; relays never take this lock.
+//! The hub joins the matching pool (who is matched with whom) to the
+//! sessions' peers (how to reach them). The pool is this process's own
+//! [`Registry`], or a pool shared by several nodes through Redis
+//! ([`crate::cluster`]); sessions call the same methods either way.
+//!
+//! Pool operations and the delivery of their events happen under one lock,
+//! so every session sees its events in the order the pool made them; relays
+//! between sessions of this node never take this lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cluster::Cluster;
 use crate::codec::encode_frame;
 use crate::ice::IceServers;
-use crate::peer::{Outbound, Peer, Route};
+use crate::peer::{Outbound, PartnerLink, Peer, Route};
 use crate::protocol::{IceServer, Profile, ServerMsg};
 use crate::registry::{
     AtCapacity, Event, RefusedError, Registry, SessionId, Stats, validate_profile,
 };
 
+mod pooled;
+pub use pooled::PoolView;
+
 struct State {
+    /// The matching itself with no shared pool; with one, only ids,
+    /// capacity and the session count.
     registry: Registry,
     peers: HashMap<SessionId, Arc<Peer>>,
+    /// With a shared pool: where each session of this node stands in it.
+    side: pooled::Side,
     shutting_down: bool,
 }
 
@@ -30,25 +42,72 @@ pub enum NotAdmitted {
     ShuttingDown,
 }
 
+/// What the hub tells sessions, whichever pool decided it.
+#[derive(Debug)]
+enum Notice {
+    Waiting {
+        session: SessionId,
+        queue_position: u32,
+    },
+    Matched {
+        session: SessionId,
+        partner: PartnerLink,
+        match_id: u64,
+        initiator: bool,
+        partner_profile: Profile,
+    },
+    PartnerDisconnected {
+        session: SessionId,
+        match_id: u64,
+    },
+    MatchLeft {
+        session: SessionId,
+    },
+}
+
 /// The matching pool of this server and the sessions in it.
 pub struct Hub {
     state: Mutex<State>,
     ice: IceServers,
     min_age: u8,
+    /// The shared pool, when this node is one of several.
+    cluster: Option<Arc<Cluster>>,
+    /// Chats a session may owe acks for (its datagram rate).
+    ack_cap: u32,
+    view: Mutex<PoolView>,
+    /// The inbox missed messages: sessions' states are to be read back.
+    inbox_gap: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(min_age: u8, max_sessions: usize, ice: IceServers) -> Self {
+    /// An empty hub; with `cluster`, a node of that shared pool. `ack_cap`
+    /// bounds the chat acks a session may owe (its datagram rate).
+    pub fn new(
+        min_age: u8,
+        max_sessions: usize,
+        ice: IceServers,
+        cluster: Option<Arc<Cluster>>,
+        ack_cap: u32,
+    ) -> Self {
         Hub {
             state: Mutex::new(State {
                 registry: Registry::new(min_age, max_sessions),
                 peers: HashMap::new(),
+                side: pooled::Side::default(),
                 shutting_down: false,
             }),
             ice,
             min_age,
+            cluster,
+            ack_cap,
+            view: Mutex::new(PoolView::default()),
+            inbox_gap: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The shared pool this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -77,27 +136,36 @@ impl Hub {
 
     /// `Join`. The profile is checked before the lock is taken, so a long
     /// name costs only its sender's time.
-    pub fn join(&self, id: SessionId, profile: Profile) -> Result<(), RefusedError> {
+    pub async fn join(&self, id: SessionId, profile: Profile) -> Result<(), RefusedError> {
         let checked = validate_profile(profile, self.min_age);
+        if let Some(cluster) = &self.cluster {
+            return self.pool_join(cluster, id, checked).await;
+        }
         let mut state = self.lock();
         let events = state.registry.join_checked(id, checked)?;
-        self.deliver(&state, events);
+        self.deliver_events(&state, events);
         Ok(())
     }
 
     /// `Stop`.
-    pub fn stop(&self, id: SessionId) -> Result<(), RefusedError> {
+    pub async fn stop(&self, id: SessionId) -> Result<(), RefusedError> {
+        if let Some(cluster) = &self.cluster {
+            return self.pool_stop(cluster, id).await;
+        }
         let mut state = self.lock();
         let events = state.registry.stop(id)?;
-        self.deliver(&state, events);
+        self.deliver_events(&state, events);
         Ok(())
     }
 
     /// `Leave`.
-    pub fn leave(&self, id: SessionId) {
+    pub async fn leave(&self, id: SessionId) {
+        if let Some(cluster) = &self.cluster {
+            return self.pool_leave(cluster, id).await;
+        }
         let mut state = self.lock();
         let events = state.registry.leave(id);
-        self.deliver(&state, events);
+        self.deliver_events(&state, events);
     }
 
     /// The session has ended: it leaves and its peer is forgotten.
@@ -107,7 +175,10 @@ impl Hub {
         if let Some(peer) = state.peers.remove(&id) {
             peer.set_route(None);
         }
-        self.deliver(&state, events);
+        match &self.cluster {
+            Some(cluster) => self.pool_disconnect(cluster, &mut state, id),
+            None => self.deliver_events(&state, events),
+        }
     }
 
     /// The most sessions connected at once since the last call.
@@ -115,9 +186,22 @@ impl Hub {
         self.lock().registry.take_peak()
     }
 
-    /// Counts for the HTTP sidecar.
+    /// Counts for the HTTP sidecar: of the whole pool (as of its last
+    /// heartbeat, with a shared pool).
     pub fn stats(&self) -> Stats {
-        self.lock().registry.stats()
+        match &self.cluster {
+            Some(_) => self.pool_view().pool,
+            None => self.node_stats(),
+        }
+    }
+
+    /// Counts of this node's own sessions.
+    pub fn node_stats(&self) -> Stats {
+        let state = self.lock();
+        match &self.cluster {
+            Some(_) => pooled::seat_stats(&state),
+            None => state.registry.stats(),
+        }
     }
 
     /// Admits no session from now on and returns every connected one, so
@@ -128,19 +212,55 @@ impl Hub {
         state.peers.values().cloned().collect()
     }
 
-    /// Turns registry events into routes and queued frames.
+    /// Turns the local registry's events into notices and delivers them.
+    fn deliver_events(&self, state: &State, events: Vec<Event>) {
+        let notices = events
+            .into_iter()
+            .filter_map(|event| {
+                Some(match event {
+                    Event::Waiting {
+                        session,
+                        queue_position,
+                    } => Notice::Waiting {
+                        session,
+                        queue_position,
+                    },
+                    Event::Matched {
+                        session,
+                        partner,
+                        match_id,
+                        initiator,
+                        partner_profile,
+                    } => Notice::Matched {
+                        session,
+                        partner: PartnerLink::Local(Arc::downgrade(state.peers.get(&partner)?)),
+                        match_id,
+                        initiator,
+                        partner_profile,
+                    },
+                    Event::PartnerDisconnected { session, match_id } => {
+                        Notice::PartnerDisconnected { session, match_id }
+                    }
+                    Event::MatchLeft { session, .. } => Notice::MatchLeft { session },
+                })
+            })
+            .collect();
+        self.deliver(state, notices);
+    }
+
+    /// Turns notices into routes and queued frames.
     ///
     /// `Matched` frames go out only after every route and queue marker of the
     /// batch is in place: a client can relay only after it has read its
     /// `Matched`, so its first relay always finds both routes set and the
     /// partner's queue already expecting the new match.
-    fn deliver(&self, state: &State, events: Vec<Event>) {
+    fn deliver(&self, state: &State, notices: Vec<Notice>) {
         let mut matched_frames = Vec::new();
         // Both sides of a match get the same freshly minted ICE servers.
         let mut minted: Option<(u64, Vec<IceServer>)> = None;
-        for event in events {
-            match event {
-                Event::Waiting {
+        for notice in notices {
+            match notice {
+                Notice::Waiting {
                     session,
                     queue_position,
                 } => {
@@ -150,16 +270,14 @@ impl Hub {
                         })));
                     }
                 }
-                Event::Matched {
+                Notice::Matched {
                     session,
                     partner,
                     match_id,
                     initiator,
                     partner_profile,
                 } => {
-                    let (Some(peer), Some(other)) =
-                        (state.peers.get(&session), state.peers.get(&partner))
-                    else {
+                    let Some(peer) = state.peers.get(&session) else {
                         continue;
                     };
                     let ice_servers = match &minted {
@@ -171,10 +289,7 @@ impl Hub {
                         }
                     };
                     peer.push(Outbound::MatchChanged(Some(match_id)));
-                    peer.set_route(Some(Route {
-                        match_id,
-                        partner: Arc::downgrade(other),
-                    }));
+                    peer.set_route(Some(Route { match_id, partner }));
                     let frame = encode_frame(&ServerMsg::Matched {
                         match_id,
                         partner: partner_profile,
@@ -183,7 +298,7 @@ impl Hub {
                     });
                     matched_frames.push((peer, frame));
                 }
-                Event::PartnerDisconnected { session, match_id } => {
+                Notice::PartnerDisconnected { session, match_id } => {
                     if let Some(peer) = state.peers.get(&session) {
                         peer.set_route(None);
                         peer.push(Outbound::MatchChanged(None));
@@ -192,7 +307,7 @@ impl Hub {
                         )));
                     }
                 }
-                Event::MatchLeft { session, .. } => {
+                Notice::MatchLeft { session } => {
                     if let Some(peer) = state.peers.get(&session) {
                         peer.set_route(None);
                         peer.push(Outbound::MatchChanged(None));

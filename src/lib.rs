@@ -8,7 +8,8 @@
 //! Layout, from the wire inwards:
 //! - [`protocol`]: the message types and limits; [`codec`]: their bytes.
 //! - [`registry`]: the matching state machine (sans I/O).
-//! - [`hub`]: the registry plus the sessions' [`peer`] handles, under one lock.
+//! - [`hub`]: the matching pool plus the sessions' [`peer`] handles, under one lock;
+//!   [`cluster`]: the pool shared by several nodes through Redis.
 //! - [`session`]: one task per session; [`ratelimit`]: its flood guard.
 //! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`].
 //! - [`http`]: the sidecar; [`config`]: flags and environment; [`ice`]: STUN/TURN.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod http;

@@ -2,7 +2,9 @@
 //! queue, its datagram channel, its current route and its close signal.
 //!
 //! Relaying takes only the sender's own route lock and pushes to the partner's
-//! queue: there is no global lock on the per-message path.
+//! queue: there is no global lock on the per-message path. A partner on
+//! another node of a pool is reached through that node's inbox instead
+//! ([`RemotePartner`]); the session's own code does not tell the two apart.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -12,6 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::RemotePartner;
 use crate::protocol::CloseCode;
 use crate::registry::SessionId;
 
@@ -27,6 +30,9 @@ pub enum Outbound {
         match_id: u64,
         /// The encoded frame.
         frame: Bytes,
+        /// Whether it came from a partner on another node, whose window
+        /// gets the bytes back once written.
+        remote: bool,
     },
     /// From here on, relays of this match (or of none) are current.
     MatchChanged(Option<u64>),
@@ -46,8 +52,67 @@ pub struct RelayStalled;
 pub struct Route {
     /// The current match.
     pub match_id: u64,
-    /// The partner (weak: a route never keeps an ended session alive).
-    pub partner: Weak<Peer>,
+    /// The partner.
+    pub partner: PartnerLink,
+}
+
+/// How a route reaches the partner.
+#[derive(Debug, Clone)]
+pub enum PartnerLink {
+    /// On this node (weak: a route never keeps an ended session alive).
+    Local(Weak<Peer>),
+    /// On another node of the pool.
+    Remote(Arc<RemotePartner>),
+}
+
+/// A partner a relay or chat message is delivered to.
+#[derive(Debug)]
+pub enum Partner {
+    /// On this node: its queue and connection directly.
+    Local(Arc<Peer>),
+    /// On another node: through that node's inbox.
+    Remote(Arc<RemotePartner>),
+}
+
+/// How long a full partner queue may make no room before the partner is
+/// judged not to be reading.
+pub const RELAY_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Partner {
+    /// Forwards `frame` (a relay of match `match_id`, already encoded as the
+    /// server's frame) from `sender`. While the partner has no room the
+    /// sender waits (and reads nothing more); a partner that makes no room in
+    /// time is not reading and is closed.
+    pub async fn relay(&self, sender: &Peer, match_id: u64, frame: Bytes) {
+        let partner = match self {
+            Partner::Local(partner) => partner,
+            Partner::Remote(remote) => return remote.relay(sender, frame).await,
+        };
+        // The usual case costs no timer and no waiter.
+        let Err(full) = partner.try_push_relay(match_id, frame) else {
+            return;
+        };
+        let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
+        tokio::select! {
+            biased;
+            _ = sender.close_requested() => {}
+            pushed = partner.push_relay_when_room(full, deadline) => {
+                if pushed.is_err() {
+                    partner.request_close(CloseCode::Abuse, "not reading the signaling stream");
+                }
+            }
+        }
+    }
+
+    /// Forwards a chat datagram unchanged; a datagram the partner's path
+    /// cannot carry is lost, as datagrams may be. A delivered chat earns the
+    /// partner the ack it owes (up to `ack_cap` outstanding).
+    pub fn send_datagram(&self, payload: Bytes, is_chat: bool, ack_cap: u32) {
+        match self {
+            Partner::Local(partner) => partner.deliver_datagram(payload, is_chat, ack_cap),
+            Partner::Remote(remote) => remote.send_datagram(payload),
+        }
+    }
 }
 
 /// What the session's own reader needs to judge a relay or chat message.
@@ -62,7 +127,7 @@ struct RouteSlot {
 #[derive(Debug)]
 pub enum Routing {
     /// Deliver to this partner.
-    Deliver(Arc<Peer>),
+    Deliver(Partner),
     /// A late message of an ended match: drop silently.
     Stale,
     /// The session is not matched: answer `Error NotMatched`.
@@ -87,6 +152,8 @@ pub struct Peer {
     /// Woken whenever the writer takes relays off the queue.
     relay_room: Notify,
     queue_limit: usize,
+    /// Bytes of remote relays written since credit was last returned.
+    remote_written: AtomicUsize,
     /// `ChatAck`s this session owes for chats delivered to it; acks within
     /// it are not charged to its datagram rate.
     ack_credit: AtomicU32,
@@ -111,6 +178,7 @@ impl Peer {
             relay_bytes: AtomicUsize::new(0),
             relay_room: Notify::new(),
             queue_limit,
+            remote_written: AtomicUsize::new(0),
             ack_credit: AtomicU32::new(0),
             route: Mutex::new(RouteSlot::default()),
             close: OnceLock::new(),
@@ -169,11 +237,38 @@ impl Peer {
         }
     }
 
+    /// The bytes a partner may have in flight towards this session: its
+    /// relay budget, which is also a remote partner's window.
+    pub fn relay_window(&self) -> usize {
+        self.queue_limit / 2
+    }
+
     /// Queues a frame relayed from the partner of match `match_id` if the
     /// relay budget has room; gives the item back if it has not (then see
     /// [`Peer::push_relay_when_room`]).
     pub fn try_push_relay(&self, match_id: u64, frame: Bytes) -> Result<(), Outbound> {
-        self.try_enqueue(Outbound::Relay { match_id, frame })
+        self.try_enqueue(Outbound::Relay {
+            match_id,
+            frame,
+            remote: false,
+        })
+    }
+
+    /// Queues a frame relayed from a partner on another node. Its window
+    /// (see [`Peer::relay_window`]) already bounds what it sends, so the
+    /// frame is queued even when a previous match's late relays still hold
+    /// part of the budget: at most twice the budget is ever queued.
+    pub fn push_remote_relay(&self, match_id: u64, frame: Bytes) {
+        let item = Outbound::Relay {
+            match_id,
+            frame,
+            remote: true,
+        };
+        let (counter, cost, _) = self.budget(&item);
+        counter.fetch_add(cost, Ordering::Relaxed);
+        if self.outbound.send(item).is_err() {
+            counter.fetch_sub(cost, Ordering::Relaxed);
+        }
     }
 
     /// Queues a relay that found the budget full, once the writer makes room;
@@ -205,8 +300,34 @@ impl Peer {
     pub fn dequeued(&self, item: &Outbound) {
         let (counter, cost, _) = self.budget(item);
         counter.fetch_sub(cost, Ordering::Relaxed);
-        if matches!(item, Outbound::Relay { .. }) {
-            self.relay_room.notify_waiters();
+        match item {
+            Outbound::Relay {
+                remote: true,
+                match_id,
+                ..
+            } => self.return_credit(*match_id, cost),
+            Outbound::Relay { .. } => self.relay_room.notify_waiters(),
+            _ => {}
+        }
+    }
+
+    /// Gives a remote partner its window back in quarters, so that a pair
+    /// that exchanges a few kilobytes of signaling costs no credit messages.
+    fn return_credit(&self, match_id: u64, cost: usize) {
+        let quarter = self.relay_window() / 4;
+        let written = self.remote_written.fetch_add(cost, Ordering::Relaxed) + cost;
+        if written < quarter {
+            return;
+        }
+        self.remote_written.fetch_sub(written, Ordering::Relaxed);
+        let slot = self.route.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Route {
+            match_id: current,
+            partner: PartnerLink::Remote(remote),
+        }) = &slot.current
+            && *current == match_id
+        {
+            remote.return_credit(written);
         }
     }
 
@@ -218,6 +339,13 @@ impl Peer {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
                 (c < cap).then_some(c + 1)
             });
+    }
+
+    /// Sends a datagram from the partner to this session's client.
+    pub fn deliver_datagram(&self, payload: Bytes, is_chat: bool, ack_cap: u32) {
+        if self.connection.send_datagram(payload).is_ok() && is_chat {
+            self.owe_ack(ack_cap);
+        }
     }
 
     /// Spends one owed ack, if any.
@@ -238,15 +366,19 @@ impl Peer {
                 .or(slot.last_ended);
         }
         slot.current = route;
+        self.remote_written.store(0, Ordering::Relaxed);
     }
 
     /// Decides where a relay or chat message for `match_id` goes.
     pub fn route(&self, match_id: u64) -> Routing {
         let slot = self.route.lock().unwrap_or_else(|e| e.into_inner());
         match &slot.current {
-            Some(route) if route.match_id == match_id => match route.partner.upgrade() {
-                Some(partner) => Routing::Deliver(partner),
-                None => Routing::Stale,
+            Some(route) if route.match_id == match_id => match &route.partner {
+                PartnerLink::Local(partner) => match partner.upgrade() {
+                    Some(partner) => Routing::Deliver(Partner::Local(partner)),
+                    None => Routing::Stale,
+                },
+                PartnerLink::Remote(remote) => Routing::Deliver(Partner::Remote(remote.clone())),
             },
             Some(_) => Routing::Stale,
             None if slot.last_ended == Some(match_id) => Routing::Stale,
@@ -274,6 +406,18 @@ impl Peer {
             .get()
             .copied()
             .unwrap_or((CloseCode::Normal, "closed"))
+    }
+
+    /// The remote partner of the current match `match_id`, if it is one.
+    pub fn remote_partner(&self, match_id: u64) -> Option<Arc<RemotePartner>> {
+        let slot = self.route.lock().unwrap_or_else(|e| e.into_inner());
+        match &slot.current {
+            Some(Route {
+                match_id: current,
+                partner: PartnerLink::Remote(remote),
+            }) if *current == match_id => Some(remote.clone()),
+            _ => None,
+        }
     }
 
     /// Whether a close has been requested.

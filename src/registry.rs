@@ -65,6 +65,9 @@ pub enum RefusedError {
     /// Join while already waiting or matched.
     #[error("already joined")]
     AlreadyJoined,
+    /// The shared matching pool cannot be reached just now; try again.
+    #[error("matching pool unavailable; try again")]
+    Unavailable,
 }
 
 /// The registry holds as many sessions as it may.

@@ -16,6 +16,8 @@ use wtransport::config::states::WantsIdentity;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig};
 
+use crate::cluster::Cluster;
+use crate::cluster::heartbeat::Announcement;
 use crate::config::Config;
 use crate::http::{self, SidecarState};
 use crate::hub::Hub;
@@ -60,10 +62,16 @@ impl Server {
         let (idle_timeout, keep_alive) = (config.idle_timeout(), config.keep_alive());
         let hashes: PinnedHashes =
             Arc::new(RwLock::new(identity.pinned_hash.into_iter().collect()));
+        let cluster = match &config.redis_url {
+            Some(url) => Some(Cluster::new(url, &config.redis_pool)?),
+            None => None,
+        };
         let hub = Arc::new(Hub::new(
             config.min_age,
             config.max_sessions,
             IceServers::from_config(&config),
+            cluster.clone(),
+            config.datagram_rate,
         ));
         let limits = Limits {
             frame_rate: config.frame_rate,
@@ -114,6 +122,22 @@ impl Server {
             )));
         }
 
+        if let Some(cluster) = &cluster {
+            let (hashes, url) = (hashes.clone(), config.public_url.clone());
+            let announce = move || Announcement {
+                url: url.clone(),
+                hashes: hashes
+                    .read()
+                    .map(|h| h.iter().map(|h| http::base64(h)).collect())
+                    .unwrap_or_default(),
+                open: true,
+                ..Announcement::default()
+            };
+            tasks.push(tokio::spawn(
+                hub.clone().run_pool(announce, shutdown.clone()),
+            ));
+            info!(node = %cluster.node(), pool = %config.redis_pool, "node of a shared matching pool");
+        }
         for endpoint in &endpoints {
             tasks.push(tokio::spawn(accept_loop(
                 endpoint.clone(),
@@ -212,7 +236,7 @@ impl Server {
         self.hub.take_session_peak()
     }
 
-    /// The registry's counts.
+    /// The pool's counts (the whole pool's, in a shared pool).
     pub fn stats(&self) -> Stats {
         self.hub.stats()
     }
@@ -220,6 +244,8 @@ impl Server {
     /// Stops accepting, closes every session with code 3 (after its
     /// `Closing` frame), and returns within a few seconds.
     pub async fn shutdown(self) {
+        // Out of discovery first, so no one is sent here any more.
+        self.hub.depart_pool().await;
         self.shutdown.cancel();
         for peer in self.hub.begin_shutdown() {
             peer.request_close(CloseCode::ShuttingDown, "server shutting down");
@@ -240,9 +266,15 @@ impl Server {
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
+        self.hub.retire_from_pool().await;
         for task in self.tasks {
             task.abort();
         }
+    }
+
+    /// The hub, for figures beyond [`Server::stats`].
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 }
 

@@ -34,9 +34,6 @@ const REFUSED_STREAM: u32 = 0x10;
 /// Most frames, and bytes, taken off the queue for one write.
 const MAX_BATCH: usize = 64;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// How long a full partner queue may make no room before the partner is
-/// judged not to be reading.
-const RELAY_STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first byte of a `Datagram::ChatAck` (its variant index).
 const CHAT_ACK_TAG: u8 = 1;
 /// Read buffer kept by an idle session; larger buffers are given back.
@@ -235,6 +232,7 @@ fn refused(peer: &Peer, error: RefusedError) {
         RefusedError::InvalidProfile(_) => ErrorCode::InvalidProfile,
         RefusedError::NotJoined => ErrorCode::NotJoined,
         RefusedError::AlreadyJoined => ErrorCode::AlreadyJoined,
+        RefusedError::Unavailable => ErrorCode::ServerBusy,
     };
     reply_error(peer, code, &error.to_string());
 }
@@ -245,10 +243,10 @@ async fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
         Err(error) => return bad_input(peer, &error),
     };
     let result = match &msg {
-        ClientMsg::Join(profile) => hub.join(peer.id(), profile.clone()),
-        ClientMsg::Stop => hub.stop(peer.id()),
+        ClientMsg::Join(profile) => hub.join(peer.id(), profile.clone()).await,
+        ClientMsg::Stop => hub.stop(peer.id()).await,
         ClientMsg::Leave => {
-            hub.leave(peer.id());
+            hub.leave(peer.id()).await;
             Ok(())
         }
         ClientMsg::Ping { nonce } => {
@@ -294,28 +292,12 @@ fn over_limit(msg: &ClientMsg) -> Option<&'static str> {
 }
 
 /// Forwards a validated relay message (`msg`, decoded from `frame`) to the
-/// partner. While the partner's relay budget is full the sender waits (and
-/// reads nothing more); a partner that makes no room in time is not reading
-/// and is closed.
+/// partner.
 async fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: &[u8]) {
     match peer.route(match_id) {
         Routing::Deliver(partner) => {
-            let Some(relayed) = codec::server_relay_frame(msg, frame) else {
-                return;
-            };
-            // The usual case costs no timer and no waiter.
-            let Err(full) = partner.try_push_relay(match_id, relayed) else {
-                return;
-            };
-            let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
-            tokio::select! {
-                biased;
-                _ = peer.close_requested() => {}
-                pushed = partner.push_relay_when_room(full, deadline) => {
-                    if pushed.is_err() {
-                        partner.request_close(CloseCode::Abuse, "not reading the signaling stream");
-                    }
-                }
+            if let Some(relayed) = codec::server_relay_frame(msg, frame) {
+                partner.relay(peer, match_id, relayed).await;
             }
         }
         Routing::Stale => {}
@@ -339,13 +321,8 @@ fn handle_datagram(peer: &Peer, payload: Bytes, ack_cap: u32) {
         }
     }
     match peer.route(datagram.match_id()) {
-        // A datagram the partner's path cannot carry is lost, as datagrams may be.
         Routing::Deliver(partner) => {
-            if partner.connection().send_datagram(payload).is_ok()
-                && matches!(datagram, Datagram::Chat { .. })
-            {
-                partner.owe_ack(ack_cap);
-            }
+            partner.send_datagram(payload, matches!(datagram, Datagram::Chat { .. }), ack_cap)
         }
         Routing::Stale => {}
         Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
@@ -383,7 +360,9 @@ async fn write_loop(
             let frame = match item {
                 Outbound::Frame(frame) => frame,
                 // Relays of an ended match are dropped here, in order.
-                Outbound::Relay { match_id, frame } if current_match == Some(match_id) => frame,
+                Outbound::Relay {
+                    match_id, frame, ..
+                } if current_match == Some(match_id) => frame,
                 Outbound::Relay { .. } => continue,
                 Outbound::MatchChanged(id) => {
                     current_match = id;

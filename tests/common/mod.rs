@@ -2,6 +2,9 @@
 //! real native clients.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod redis;
+
 use std::time::Duration;
 
 use clap::Parser;

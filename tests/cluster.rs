@@ -1,0 +1,400 @@
+//! Several nodes on one real Redis: matching, relays, chat and the session
+//! operations across nodes, node death, and Redis going away.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::*;
+use quicmatch::client::Client;
+use quicmatch::protocol::{ClientMsg, ErrorCode, Gender, IceCandidate, ServerMsg};
+use quicmatch::server::Server;
+
+/// A node of the pool at `redis`.
+async fn node(redis: &RedisServer) -> Server {
+    start_server(&["--redis", &redis.url()]).await
+}
+
+/// Waits (bounded) until every node's heartbeat has seen `n` live nodes, so
+/// that each can match the others' waiters.
+async fn wait_nodes(nodes: &[&Server], n: usize) {
+    let deadline = Instant::now() + STEP;
+    while nodes.iter().any(|s| s.hub().pool_view().nodes.len() < n) {
+        assert!(Instant::now() < deadline, "nodes did not see each other");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn offer(match_id: u64, sdp: &str) -> ClientMsg {
+    ClientMsg::Offer {
+        match_id,
+        sdp: sdp.into(),
+    }
+}
+
+#[tokio::test]
+async fn clients_on_different_nodes_are_matched_fifo_and_relay_in_order() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    wait_nodes(&[&a, &b], 2).await;
+
+    let mut ann = connect(&a).await;
+    let mut eve = connect(&b).await;
+    let mut bob = connect(&b).await;
+    assert_eq!(
+        join(&mut ann, "Ann", Gender::Female).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    assert_eq!(
+        join(&mut eve, "Eve", Gender::Female).await,
+        ServerMsg::Waiting { queue_position: 2 }
+    );
+    // Bob, on B, gets the longest-waiting woman, Ann on A, who offers.
+    let matched = join(&mut bob, "Bob", Gender::Male).await;
+    let ServerMsg::Matched {
+        match_id,
+        partner,
+        initiator,
+        ..
+    } = matched
+    else {
+        panic!("expected Matched, got {matched:?}");
+    };
+    assert_eq!(partner.name, "Ann");
+    assert!(!initiator);
+    match next_msg(&mut ann).await {
+        ServerMsg::Matched {
+            match_id: id,
+            partner,
+            initiator,
+            ..
+        } => {
+            assert_eq!(
+                (id, partner.name.as_str(), initiator),
+                (match_id, "Bob", true)
+            );
+        }
+        other => panic!("expected Matched, got {other:?}"),
+    }
+
+    // Relays cross both ways, in order.
+    for i in 0..20 {
+        send(&mut ann, offer(match_id, &format!("sdp {i}"))).await;
+    }
+    for i in 0..20 {
+        assert_eq!(
+            next_msg(&mut bob).await,
+            ServerMsg::Offer {
+                match_id,
+                sdp: format!("sdp {i}")
+            }
+        );
+    }
+    send(
+        &mut bob,
+        ClientMsg::Answer {
+            match_id,
+            sdp: "answer".into(),
+        },
+    )
+    .await;
+    let candidate = IceCandidate {
+        candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: None,
+    };
+    send(
+        &mut bob,
+        ClientMsg::Ice {
+            match_id,
+            candidate: candidate.clone(),
+        },
+    )
+    .await;
+    assert_eq!(
+        next_msg(&mut ann).await,
+        ServerMsg::Answer {
+            match_id,
+            sdp: "answer".into()
+        }
+    );
+    assert_eq!(
+        next_msg(&mut ann).await,
+        ServerMsg::Ice {
+            match_id,
+            candidate
+        }
+    );
+
+    // Chat crosses too, and is acknowledged back across.
+    let seq = ann.chat(match_id, "hello from A").expect("chat");
+    assert_eq!(
+        next_chat(&mut bob).await,
+        (match_id, seq, "hello from A".into())
+    );
+
+    // Bob presses Next: Ann is told and re-queued first (behind Eve); Bob is
+    // matched with Eve, on his own node.
+    send(&mut bob, ClientMsg::Stop).await;
+    assert_eq!(
+        next_msg(&mut ann).await,
+        ServerMsg::PartnerDisconnected { match_id }
+    );
+    assert_eq!(
+        next_msg(&mut ann).await,
+        ServerMsg::Waiting { queue_position: 2 }
+    );
+    let second = match_id_of(next_msg(&mut bob).await);
+    assert!(second > match_id);
+    assert_eq!(match_id_of(next_msg(&mut eve).await), second);
+
+    // A late relay of the ended match is never delivered.
+    send(&mut ann, offer(match_id, "too late")).await;
+    ping(&mut ann, 1).await;
+    send(&mut eve, offer(second, "to Bob")).await;
+    assert_eq!(
+        next_msg(&mut bob).await,
+        ServerMsg::Offer {
+            match_id: second,
+            sdp: "to Bob".into()
+        }
+    );
+    assert_quiet(&mut bob, 2).await;
+}
+
+fn match_id_of(msg: ServerMsg) -> u64 {
+    match_id(&msg)
+}
+
+#[tokio::test]
+async fn the_previous_partner_rule_holds_across_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    wait_nodes(&[&a, &b], 2).await;
+    let mut ann = connect(&a).await;
+    let mut bob = connect(&b).await;
+    join(&mut ann, "Ann", Gender::Female).await;
+    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), id);
+    stop_and_both_wait(&mut bob, &mut ann, id).await;
+    // Neither is offered to the other; a newcomer on A takes Ann.
+    let mut cal = connect(&a).await;
+    let next = match_id(&join(&mut cal, "Cal", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), next);
+    assert_quiet(&mut bob, 1).await;
+}
+
+#[tokio::test]
+async fn leave_and_disconnect_across_nodes_tell_the_partner() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    wait_nodes(&[&a, &b], 2).await;
+    let mut ann = connect(&a).await;
+    let mut bob = connect(&b).await;
+    join(&mut ann, "Ann", Gender::Female).await;
+    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), id);
+
+    send(&mut bob, ClientMsg::Leave).await;
+    expect_left_to_wait(&mut ann, id).await;
+    // Bob is idle: a late relay of the match is dropped, any other gets
+    // NotMatched, and he may join again.
+    send(&mut bob, offer(id, "late")).await;
+    send(&mut bob, offer(id + 1, "x")).await;
+    expect_error(&mut bob, ErrorCode::NotMatched).await;
+    // Ann was his previous partner: he waits rather than meet her again.
+    assert_eq!(
+        join(&mut bob, "Bob", Gender::Male).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    bob.close().await;
+    // A newcomer on B meets Ann; when he goes away, she is told.
+    let mut cal = connect(&b).await;
+    let again = match_id(&join(&mut cal, "Cal", Gender::Male).await);
+    assert!(again > id, "a fresh match id");
+    assert_eq!(match_id(&next_msg(&mut ann).await), again);
+    cal.close().await;
+    expect_left_to_wait(&mut ann, again).await;
+    wait_counts(&a, (1, 0, 0, 1)).await;
+}
+
+#[tokio::test]
+async fn stats_cover_the_whole_pool_and_discovery_sends_people_to_the_least_loaded_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b_port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("address").port()
+    };
+    let b_url = format!("https://127.0.0.1:{b_port}/signal");
+    let b = start_server(&[
+        "--redis",
+        &redis.url(),
+        "--public-url",
+        &b_url,
+        "--http-port",
+        "0",
+    ])
+    .await;
+    wait_nodes(&[&a, &b], 2).await;
+    let mut clients: Vec<Client> = Vec::new();
+    for name in ["Ann", "Eve"] {
+        let mut client = connect(&a).await;
+        join(&mut client, name, Gender::Female).await;
+        clients.push(client);
+    }
+    let mut bob = connect(&b).await;
+    join(&mut bob, "Bob", Gender::Male).await;
+    // Whole pool: 3 sessions, 1 match, Eve waiting; B alone holds 1 session.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let health = http_get(a.http_addr(), "localhost", "/health").await.json();
+        let whole = (
+            &health["activeUsers"],
+            &health["activeMatches"],
+            &health["femaleQueue"],
+            &health["node"]["activeUsers"],
+        );
+        if whole == (&3.into(), &1.into(), &1.into(), &2.into()) {
+            assert_eq!(health["status"], "ok");
+            assert_eq!(health["node"]["nodes"], 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "pool figures: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = http_get(a.http_addr(), "localhost", "/api/webtransport")
+        .await
+        .json();
+    assert_eq!(info["url"], b_url, "B has fewer sessions and a public URL");
+    let _ = b_port;
+    drop(clients);
+}
+
+#[tokio::test]
+async fn a_node_killed_outright_is_reaped_and_its_partners_told() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let mut child = common::process::spawn_node(&redis.url()).await;
+    let b_hash = child.hash;
+    wait_nodes(&[&a], 2).await;
+    let mut ann = connect(&a).await;
+    let mut bob = try_connect(&child.url, b_hash).await.expect("connect to B");
+    join(&mut bob, "Bob", Gender::Male).await;
+    let id = match_id(&join(&mut ann, "Ann", Gender::Female).await);
+    let killed = Instant::now();
+    child.kill();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), next_msg_unbounded(&mut ann))
+            .await
+            .expect("told within 10 s of the kill"),
+        ServerMsg::PartnerDisconnected { match_id: id }
+    );
+    println!("partner told {:?} after kill -9", killed.elapsed());
+    assert_eq!(
+        next_msg(&mut ann).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    wait_nodes(&[&a], 1).await;
+    assert_eq!(a.hub().pool_view().nodes.len(), 1);
+}
+
+/// The next message however long it takes (the caller bounds it).
+async fn next_msg_unbounded(client: &mut Client) -> ServerMsg {
+    loop {
+        match client.next_event().await {
+            Some(quicmatch::client::Event::Message(msg)) => return msg,
+            Some(_) => {}
+            None => panic!("session ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_down_degrades_then_recovers_with_everyone_in_place() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    wait_nodes(&[&a, &b], 2).await;
+    // A pair across nodes, and one within A.
+    let mut ann = connect(&a).await;
+    let mut bob = connect(&b).await;
+    join(&mut ann, "Ann", Gender::Female).await;
+    let cross = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), cross);
+    let mut cat = connect(&a).await;
+    let mut dan = connect(&a).await;
+    join(&mut cat, "Cat", Gender::Female).await;
+    let local = match_id(&join(&mut dan, "Dan", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut cat).await), local);
+
+    redis.stop();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let health = http_get(a.http_addr(), "localhost", "/health").await;
+        if health.status == 503 {
+            assert_eq!(health.json()["status"], "degraded");
+            assert!(health.json()["activeUsers"].is_number(), "seed keys kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never degraded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The pair within A goes on.
+    send(&mut cat, offer(local, "still here")).await;
+    assert_eq!(
+        next_msg(&mut dan).await,
+        ServerMsg::Offer {
+            match_id: local,
+            sdp: "still here".into()
+        }
+    );
+    // A Join meanwhile waits, and is matched once Redis is back.
+    let mut eve = connect(&a).await;
+    assert_eq!(
+        join(&mut eve, "Eve", Gender::Female).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    // Stop cannot be carried out meanwhile: the client is told to retry.
+    send(&mut bob, ClientMsg::Stop).await;
+    expect_error(&mut bob, ErrorCode::ServerBusy).await;
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = http_get(a.http_addr(), "localhost", "/health").await;
+        if health.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Eve, who joined during the outage, is in the pool's queue once the
+    // nodes have written back what they hold.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.stats().female_queue != 1 || b.stats().female_queue != 1 {
+        assert!(Instant::now() < deadline, "Eve never reached the pool");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fred = connect(&b).await;
+    let fresh = match_id(&join(&mut fred, "Fred", Gender::Male).await);
+    assert!(fresh > local.max(cross), "match ids never reused");
+    // Eve was told her place in the pool once she entered it.
+    assert_eq!(
+        next_msg(&mut eve).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    assert_eq!(match_id(&next_msg(&mut eve).await), fresh);
+    // The cross-node pair was written back and still relays.
+    send(&mut ann, offer(cross, "after the outage")).await;
+    assert_eq!(
+        next_msg(&mut bob).await,
+        ServerMsg::Offer {
+            match_id: cross,
+            sdp: "after the outage".into()
+        }
+    );
+    // And its Stop now works.
+    stop_and_both_wait(&mut bob, &mut ann, cross).await;
+}
