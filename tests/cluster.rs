@@ -398,3 +398,88 @@ async fn redis_down_degrades_then_recovers_with_everyone_in_place() {
     // And its Stop now works.
     stop_and_both_wait(&mut bob, &mut ann, cross).await;
 }
+
+/// 1,000 people join at once over three nodes, half of each gender: exactly
+/// 500 matches, each of a man and a woman, no one matched twice, and no one
+/// left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_joins_at_once_over_three_nodes_make_exactly_500_matches() {
+    use quicmatch::client::{Connector, Verification};
+    use std::collections::HashMap;
+
+    const PEOPLE: usize = 1000;
+    let redis = RedisServer::start();
+    let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
+    wait_nodes(&[&nodes[0], &nodes[1], &nodes[2]], 3).await;
+    let connectors: Vec<Connector> = nodes
+        .iter()
+        .map(|n| {
+            let hash = n.certificate_hash().expect("self-signed");
+            Connector::new(Verification::CertificateHashes(vec![hash])).expect("connector")
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(PEOPLE);
+    for i in 0..PEOPLE {
+        let at = i % nodes.len();
+        let client = tokio::time::timeout(STEP, connectors[at].connect(&url(&nodes[at])))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        clients.push(client);
+    }
+    // Everyone joins at once; each reports the match it ends up in.
+    let mut joins = tokio::task::JoinSet::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let gender = if i % 2 == 0 {
+            Gender::Male
+        } else {
+            Gender::Female
+        };
+        joins.spawn(async move {
+            send(
+                &mut client,
+                ClientMsg::Join(profile(&format!("p{i}"), gender)),
+            )
+            .await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let msg = tokio::time::timeout(left, next_msg_unbounded(&mut client))
+                    .await
+                    .expect("matched in time");
+                if let ServerMsg::Matched {
+                    match_id, partner, ..
+                } = msg
+                {
+                    return (match_id, gender, partner.gender, client);
+                }
+            }
+        });
+    }
+    let mut by_match: HashMap<u64, Vec<(Gender, Gender)>> = HashMap::new();
+    let mut kept = Vec::new();
+    while let Some(joined) = joins.join_next().await {
+        let (match_id, own, theirs, client) = joined.expect("join task");
+        by_match.entry(match_id).or_default().push((own, theirs));
+        kept.push(client);
+    }
+    assert_eq!(by_match.len(), PEOPLE / 2, "exactly 500 matches");
+    for (id, sides) in &by_match {
+        assert_eq!(sides.len(), 2, "match {id} has two sides");
+        assert_ne!(sides[0].0, sides[1].0, "match {id} is of a man and a woman");
+        assert_eq!(sides[0].1, sides[1].0);
+    }
+    // Queues empty, 500 matches in the pool's own figures.
+    let deadline = Instant::now() + STEP;
+    while nodes.iter().any(|n| {
+        n.stats().active_matches != PEOPLE / 2 || n.stats().male_queue + n.stats().female_queue != 0
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "pool figures: {:?}",
+            nodes[0].stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(kept);
+}
