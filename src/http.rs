@@ -1,6 +1,6 @@
 //! The HTTP sidecar: health and stats for operators, the WebTransport URL and
-//! certificate hashes for browsers, and the web app. It reads the same
-//! in-memory registry that matches sessions.
+//! certificate hashes for browsers, and the web app. It reads the same hub
+//! that matches sessions (and, in a shared pool, the pool's last heartbeat).
 
 use std::sync::Arc;
 

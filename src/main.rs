@@ -47,7 +47,7 @@ async fn return_memory_after_crowds(server: &Server) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         let peak = server.take_session_peak();
-        let now = server.stats().active_users;
+        let now = server.hub().node_stats().active_users;
         if peak.saturating_sub(now) >= WORTH_TRIMMING && now * 2 <= peak {
             trim_heap();
         }

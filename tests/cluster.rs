@@ -146,9 +146,9 @@ async fn clients_on_different_nodes_are_matched_fifo_and_relay_in_order() {
         next_msg(&mut ann).await,
         ServerMsg::Waiting { queue_position: 2 }
     );
-    let second = match_id_of(next_msg(&mut bob).await);
+    let second = common::match_id(&next_msg(&mut bob).await);
     assert!(second > match_id);
-    assert_eq!(match_id_of(next_msg(&mut eve).await), second);
+    assert_eq!(common::match_id(&next_msg(&mut eve).await), second);
 
     // A late relay of the ended match is never delivered.
     send(&mut ann, offer(match_id, "too late")).await;
@@ -164,12 +164,8 @@ async fn clients_on_different_nodes_are_matched_fifo_and_relay_in_order() {
     assert_quiet(&mut bob, 2).await;
 }
 
-fn match_id_of(msg: ServerMsg) -> u64 {
-    match_id(&msg)
-}
-
-#[tokio::test]
-async fn the_previous_partner_rule_holds_across_nodes() {
+/// Redis, nodes A and B, and Ann on A matched with Bob on B in match `id`.
+async fn cross_pair() -> (RedisServer, Server, Server, Client, Client, u64) {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis).await, node(&redis).await);
     wait_nodes(&[&a, &b], 2).await;
@@ -178,6 +174,12 @@ async fn the_previous_partner_rule_holds_across_nodes() {
     join(&mut ann, "Ann", Gender::Female).await;
     let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
     assert_eq!(match_id(&next_msg(&mut ann).await), id);
+    (redis, a, b, ann, bob, id)
+}
+
+#[tokio::test]
+async fn the_previous_partner_rule_holds_across_nodes() {
+    let (_redis, a, _b, mut ann, mut bob, id) = cross_pair().await;
     stop_and_both_wait(&mut bob, &mut ann, id).await;
     // Neither is offered to the other; a newcomer on A takes Ann.
     let mut cal = connect(&a).await;
@@ -188,14 +190,7 @@ async fn the_previous_partner_rule_holds_across_nodes() {
 
 #[tokio::test]
 async fn leave_and_disconnect_across_nodes_tell_the_partner() {
-    let redis = RedisServer::start();
-    let (a, b) = (node(&redis).await, node(&redis).await);
-    wait_nodes(&[&a, &b], 2).await;
-    let mut ann = connect(&a).await;
-    let mut bob = connect(&b).await;
-    join(&mut ann, "Ann", Gender::Female).await;
-    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-    assert_eq!(match_id(&next_msg(&mut ann).await), id);
+    let (_redis, a, b, mut ann, mut bob, id) = cross_pair().await;
 
     send(&mut bob, ClientMsg::Leave).await;
     expect_left_to_wait(&mut ann, id).await;
@@ -314,15 +309,8 @@ async fn next_msg_unbounded(client: &mut Client) -> ServerMsg {
 
 #[tokio::test]
 async fn redis_down_degrades_then_recovers_with_everyone_in_place() {
-    let mut redis = RedisServer::start();
-    let (a, b) = (node(&redis).await, node(&redis).await);
-    wait_nodes(&[&a, &b], 2).await;
     // A pair across nodes, and one within A.
-    let mut ann = connect(&a).await;
-    let mut bob = connect(&b).await;
-    join(&mut ann, "Ann", Gender::Female).await;
-    let cross = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-    assert_eq!(match_id(&next_msg(&mut ann).await), cross);
+    let (mut redis, a, b, mut ann, mut bob, cross) = cross_pair().await;
     let mut cat = connect(&a).await;
     let mut dan = connect(&a).await;
     join(&mut cat, "Cat", Gender::Female).await;

@@ -247,7 +247,7 @@ elseif op == 'states' then
     local h = redis.call('HMGET', skey(ARGV[i]), 'st', 'p', 'mid', 'init', 'g')
     local theirs, fourth = '', h[4] or ''
     if h[1] == 'm' then theirs = redis.call('HGET', skey(h[2]), 'prof') or '' end
-    if h[1] == 'w' then fourth = (redis.call('ZRANK', P .. ':q:' .. h[5], ARGV[i]) or 0) + 1 end
+    if h[1] == 'w' then fourth = tostring((redis.call('ZRANK', P .. ':q:' .. h[5], ARGV[i]) or 0) + 1) end
     out[#out + 1] = h[1] or ''
     out[#out + 1] = h[2] or ''
     out[#out + 1] = h[3] or ''
