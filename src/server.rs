@@ -133,9 +133,16 @@ impl Server {
                 open: true,
                 ..Announcement::default()
             };
-            tasks.push(tokio::spawn(
-                hub.clone().run_pool(announce, shutdown.clone()),
-            ));
+            let (first_beat, registered) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(hub.clone().run_pool(
+                announce,
+                first_beat,
+                shutdown.clone(),
+            )));
+            // Serve already registered: each heartbeat call is bounded.
+            if registered.await != Ok(true) {
+                warn!("the matching pool is not reachable yet; serving degraded until it is");
+            }
             info!(node = %cluster.node(), pool = %config.redis_pool, "node of a shared matching pool");
         }
         for endpoint in &endpoints {

@@ -92,112 +92,116 @@ async fn send_every_bad_frame(client: &mut Client, nonce: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_while_matched_leave_the_match_and_other_pairs_alone() {
-    let server = start_server(&[]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    let (mut cat, mut dan, other) = matched_pair(&server).await;
-    send_every_bad_frame(&mut ann, 1).await;
+protocol_test! {
+    async fn bad_frames_while_matched_leave_the_match_and_other_pairs_alone() {
+        let server = start_server(&[]).await;
+        let (mut ann, mut bob, id) = matched_pair(&server).await;
+        let (mut cat, mut dan, other) = matched_pair(&server).await;
+        send_every_bad_frame(&mut ann, 1).await;
 
-    // Ann's match goes on, both ways.
-    send(
-        &mut ann,
-        ClientMsg::Offer {
-            match_id: id,
-            sdp: "offer".into(),
-        },
-    )
-    .await;
-    assert_eq!(
-        next_msg(&mut bob).await,
-        ServerMsg::Offer {
-            match_id: id,
-            sdp: "offer".into()
-        }
-    );
-    send(
-        &mut bob,
-        ClientMsg::Answer {
-            match_id: id,
-            sdp: "answer".into(),
-        },
-    )
-    .await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Answer {
-            match_id: id,
-            sdp: "answer".into()
-        }
-    );
-    // Nothing reached anyone else, and the other pair relays as before.
-    assert_quiet(&mut bob, 2).await;
-    assert_quiet(&mut cat, 3).await;
-    assert_quiet(&mut dan, 4).await;
-    send(
-        &mut dan,
-        ClientMsg::Offer {
-            match_id: other,
-            sdp: "x".into(),
-        },
-    )
-    .await;
-    assert_eq!(
-        next_msg(&mut cat).await,
-        ServerMsg::Offer {
-            match_id: other,
-            sdp: "x".into()
-        }
-    );
-    assert_eq!(counts(&server), (4, 2, 0, 0));
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_while_idle_leave_the_session_idle() {
-    let server = start_server(&[]).await;
-    let mut ann = connect(&server).await;
-    send_every_bad_frame(&mut ann, 1).await;
-    send(&mut ann, ClientMsg::Stop).await;
-    expect_error(&mut ann, ErrorCode::NotJoined).await;
-    assert_eq!(
-        join(&mut ann, "Ann", Gender::Female).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_frames_while_waiting_keep_the_place_in_the_queue() {
-    let server = start_server(&[]).await;
-    let mut ann = connect(&server).await;
-    let mut bea = connect(&server).await;
-    join(&mut ann, "Ann", Gender::Female).await;
-    join(&mut bea, "Bea", Gender::Female).await;
-    send_every_bad_frame(&mut ann, 1).await;
-    send(&mut ann, ClientMsg::Stop).await;
-    assert_eq!(
-        next_msg(&mut ann).await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    let mut bob = connect(&server).await;
-    match join(&mut bob, "Bob", Gender::Male).await {
-        ServerMsg::Matched { partner, .. } => assert_eq!(partner.name, "Ann"),
-        other => panic!("expected Matched, got {other:?}"),
+        // Ann's match goes on, both ways.
+        send(
+            &mut ann,
+            ClientMsg::Offer {
+                match_id: id,
+                sdp: "offer".into(),
+            },
+        )
+        .await;
+        assert_eq!(
+            next_msg(&mut bob).await,
+            ServerMsg::Offer {
+                match_id: id,
+                sdp: "offer".into()
+            }
+        );
+        send(
+            &mut bob,
+            ClientMsg::Answer {
+                match_id: id,
+                sdp: "answer".into(),
+            },
+        )
+        .await;
+        assert_eq!(
+            next_msg(&mut ann).await,
+            ServerMsg::Answer {
+                match_id: id,
+                sdp: "answer".into()
+            }
+        );
+        // Nothing reached anyone else, and the other pair relays as before.
+        assert_quiet(&mut bob, 2).await;
+        assert_quiet(&mut cat, 3).await;
+        assert_quiet(&mut dan, 4).await;
+        send(
+            &mut dan,
+            ClientMsg::Offer {
+                match_id: other,
+                sdp: "x".into(),
+            },
+        )
+        .await;
+        assert_eq!(
+            next_msg(&mut cat).await,
+            ServerMsg::Offer {
+                match_id: other,
+                sdp: "x".into()
+            }
+        );
+        assert_counts(&server, (4, 2, 0, 0)).await;
+        server.shutdown().await;
     }
-    assert_quiet(&mut bea, 2).await;
-    server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_split_across_writes_is_one_frame() {
-    // Framing, not a bad frame: a message may arrive a byte at a time.
-    let server = start_server(&[]).await;
-    let mut ann = connect(&server).await;
-    let bytes = frame(&[6, 0xFB, 0x39, 0x05]);
-    for byte in &bytes {
-        ann.send_raw(std::slice::from_ref(byte)).await.unwrap();
+protocol_test! {
+    async fn bad_frames_while_idle_leave_the_session_idle() {
+        let server = start_server(&[]).await;
+        let mut ann = connect(&server).await;
+        send_every_bad_frame(&mut ann, 1).await;
+        send(&mut ann, ClientMsg::Stop).await;
+        expect_error(&mut ann, ErrorCode::NotJoined).await;
+        assert_eq!(
+            join(&mut ann, "Ann", Gender::Female).await,
+            ServerMsg::Waiting { queue_position: 1 }
+        );
+        server.shutdown().await;
     }
-    assert_eq!(next_msg(&mut ann).await, ServerMsg::Pong { nonce: 0x0539 });
-    server.shutdown().await;
+}
+
+protocol_test! {
+    async fn bad_frames_while_waiting_keep_the_place_in_the_queue() {
+        let server = start_server(&[]).await;
+        let mut ann = connect(&server).await;
+        let mut bea = connect(&server).await;
+        join(&mut ann, "Ann", Gender::Female).await;
+        join(&mut bea, "Bea", Gender::Female).await;
+        send_every_bad_frame(&mut ann, 1).await;
+        send(&mut ann, ClientMsg::Stop).await;
+        assert_eq!(
+            next_msg(&mut ann).await,
+            ServerMsg::Waiting { queue_position: 1 }
+        );
+        let mut bob = connect(&server).await;
+        match join(&mut bob, "Bob", Gender::Male).await {
+            ServerMsg::Matched { partner, .. } => assert_eq!(partner.name, "Ann"),
+            other => panic!("expected Matched, got {other:?}"),
+        }
+        assert_quiet(&mut bea, 2).await;
+        server.shutdown().await;
+    }
+}
+
+protocol_test! {
+    async fn a_frame_split_across_writes_is_one_frame() {
+        // Framing, not a bad frame: a message may arrive a byte at a time.
+        let server = start_server(&[]).await;
+        let mut ann = connect(&server).await;
+        let bytes = frame(&[6, 0xFB, 0x39, 0x05]);
+        for byte in &bytes {
+            ann.send_raw(std::slice::from_ref(byte)).await.unwrap();
+        }
+        assert_eq!(next_msg(&mut ann).await, ServerMsg::Pong { nonce: 0x0539 });
+        server.shutdown().await;
+    }
 }

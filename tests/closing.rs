@@ -44,256 +44,264 @@ fn tally(msgs: &[ServerMsg]) -> (usize, usize) {
     (pongs, limited)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unskippable_frame_length_closes_with_code_1() {
-    let server = start_server(&[]).await;
-    for length in [0u32, 65_537, 1 << 20, u32::MAX] {
+protocol_test! {
+    async fn an_unskippable_frame_length_closes_with_code_1() {
+        let server = start_server(&[]).await;
+        for length in [0u32, 65_537, 1 << 20, u32::MAX] {
+            let (mut ann, mut bob, id) = matched_pair(&server).await;
+            // The header alone is enough: the server does not wait for a body.
+            ann.send_raw(&length.to_be_bytes()).await.unwrap();
+            expect_closed_with(&mut ann, 1, |_| false).await;
+            // The partner is merely told, and queues again.
+            expect_left_to_wait(&mut bob, id).await;
+            ping(&mut bob, 1).await;
+            drop(bob);
+            wait_counts(&server, (0, 0, 0, 0)).await;
+        }
+        server.shutdown().await;
+    }
+}
+
+protocol_test! {
+    async fn a_frame_of_exactly_65536_bytes_is_not_a_violation() {
+        let server = start_server(&[]).await;
         let (mut ann, mut bob, id) = matched_pair(&server).await;
-        // The header alone is enough: the server does not wait for a body.
-        ann.send_raw(&length.to_be_bytes()).await.unwrap();
-        expect_closed_with(&mut ann, 1, |_| false).await;
-        // The partner is merely told, and queues again.
-        expect_left_to_wait(&mut bob, id).await;
-        ping(&mut bob, 1).await;
-        drop(bob);
-        wait_counts(&server, (0, 0, 0, 0)).await;
+        // A valid Offer filling the largest frame: its sdp is over 32,768 bytes.
+        let sdp_len = 65_536 - 1 - 1 - 3;
+        let offer = encode_frame(&ClientMsg::Offer {
+            match_id: id,
+            sdp: "s".repeat(sdp_len),
+        });
+        assert_eq!(offer.len(), 4 + 65_536);
+        ann.send_raw(&offer).await.unwrap();
+        expect_error(&mut ann, ErrorCode::TooLarge).await;
+        // Garbage of the largest length: a bad frame, skipped.
+        ann.send_raw(&frame(&[0xFF; 65_536])).await.unwrap();
+        expect_error(&mut ann, ErrorCode::BadFrame).await;
+        ping(&mut ann, 1).await;
+        assert_quiet(&mut bob, 2).await;
+        assert_counts(&server, (2, 1, 0, 0)).await;
+        server.shutdown().await;
     }
-    server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_of_exactly_65536_bytes_is_not_a_violation() {
-    let server = start_server(&[]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    // A valid Offer filling the largest frame: its sdp is over 32,768 bytes.
-    let sdp_len = 65_536 - 1 - 1 - 3;
-    let offer = encode_frame(&ClientMsg::Offer {
-        match_id: id,
-        sdp: "s".repeat(sdp_len),
-    });
-    assert_eq!(offer.len(), 4 + 65_536);
-    ann.send_raw(&offer).await.unwrap();
-    expect_error(&mut ann, ErrorCode::TooLarge).await;
-    // Garbage of the largest length: a bad frame, skipped.
-    ann.send_raw(&frame(&[0xFF; 65_536])).await.unwrap();
-    expect_error(&mut ann, ErrorCode::BadFrame).await;
-    ping(&mut ann, 1).await;
-    assert_quiet(&mut bob, 2).await;
-    assert_eq!(counts(&server), (2, 1, 0, 0));
-    server.shutdown().await;
-}
+protocol_test! {
+    async fn a_burst_over_the_frame_rate_is_limited_and_told_at_most_once_a_second() {
+        let server = start_server(&["--frame-rate", "50"]).await;
+        let mut ann = connect(&server).await;
+        let start = Instant::now();
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_over_the_frame_rate_is_limited_and_told_at_most_once_a_second() {
-    let server = start_server(&["--frame-rate", "50"]).await;
-    let mut ann = connect(&server).await;
-    let start = Instant::now();
+        // 160 frames at once: the 100 of the burst allowance (two seconds'
+        // worth) are answered, the rest dropped with a single notice. A ping a
+        // little later (the bucket refills at 50 a second) marks the end of the
+        // burst's answers.
+        ann.send_raw(&pings(0, 160)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(&mut ann, ClientMsg::Ping { nonce: 1_000 }).await;
+        let (pongs, limited) = tally(&until_pong(&mut ann, 1_000).await);
+        assert!((100..160).contains(&pongs), "{pongs} pongs");
+        assert_eq!(limited, 1, "one notice for the burst");
 
-    // 160 frames at once: the 100 of the burst allowance (two seconds'
-    // worth) are answered, the rest dropped with a single notice. A ping a
-    // little later (the bucket refills at 50 a second) marks the end of the
-    // burst's answers.
-    ann.send_raw(&pings(0, 160)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send(&mut ann, ClientMsg::Ping { nonce: 1_000 }).await;
-    let (pongs, limited) = tally(&until_pong(&mut ann, 1_000).await);
-    assert!((100..160).contains(&pongs), "{pongs} pongs");
-    assert_eq!(limited, 1, "one notice for the burst");
+        // Another burst within the same second: dropped again, but not told.
+        ann.send_raw(&pings(200, 80)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(&mut ann, ClientMsg::Ping { nonce: 2_000 }).await;
+        let (pongs, limited) = tally(&until_pong(&mut ann, 2_000).await);
+        let second_done = Instant::now();
+        assert!(
+            pongs < 80,
+            "the second burst was limited too ({pongs} pongs)"
+        );
+        // (On a machine so slow that this took over a second, a notice is due.)
+        if second_done - start < Duration::from_millis(900) {
+            assert_eq!(limited, 0, "a second notice within a second");
+        }
 
-    // Another burst within the same second: dropped again, but not told.
-    ann.send_raw(&pings(200, 80)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send(&mut ann, ClientMsg::Ping { nonce: 2_000 }).await;
-    let (pongs, limited) = tally(&until_pong(&mut ann, 2_000).await);
-    let second_done = Instant::now();
-    assert!(
-        pongs < 80,
-        "the second burst was limited too ({pongs} pongs)"
-    );
-    // (On a machine so slow that this took over a second, a notice is due.)
-    if second_done - start < Duration::from_millis(900) {
-        assert_eq!(limited, 0, "a second notice within a second");
+        // More than a second after any notice: told again, once.
+        tokio::time::sleep_until(second_done + Duration::from_millis(1_100)).await;
+        ann.send_raw(&pings(300, 160)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(&mut ann, ClientMsg::Ping { nonce: 3_000 }).await;
+        let (pongs, limited) = tally(&until_pong(&mut ann, 3_000).await);
+        assert!((50..160).contains(&pongs), "{pongs} pongs");
+        assert_eq!(limited, 1);
+        assert_counts(&server, (1, 0, 0, 0)).await;
+        server.shutdown().await;
     }
-
-    // More than a second after any notice: told again, once.
-    tokio::time::sleep_until(second_done + Duration::from_millis(1_100)).await;
-    ann.send_raw(&pings(300, 160)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send(&mut ann, ClientMsg::Ping { nonce: 3_000 }).await;
-    let (pongs, limited) = tally(&until_pong(&mut ann, 3_000).await);
-    assert!((50..160).contains(&pongs), "{pongs} pongs");
-    assert_eq!(limited, 1);
-    assert_eq!(counts(&server), (1, 0, 0, 0));
-    server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_over_the_datagram_rate_is_limited() {
-    let server = start_server(&["--datagram-rate", "20"]).await;
-    // The receiver is a raw session, which does not acknowledge chats (acks
-    // would count against its own datagram rate).
-    let mut ann = RawSession::connect(&server, None).await;
-    ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female)))
-        .await;
-    assert_eq!(
-        ann.next_msg().await,
-        ServerMsg::Waiting { queue_position: 1 }
-    );
-    let mut bob = connect(&server).await;
-    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-    assert_eq!(match_id(&ann.next_msg().await), id);
+protocol_test! {
+    async fn a_burst_over_the_datagram_rate_is_limited() {
+        let server = start_server(&["--datagram-rate", "20"]).await;
+        // The receiver is a raw session, which does not acknowledge chats (acks
+        // would count against its own datagram rate).
+        let mut ann = RawSession::connect(&server, None).await;
+        ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female)))
+            .await;
+        assert_eq!(
+            ann.next_msg().await,
+            ServerMsg::Waiting { queue_position: 1 }
+        );
+        let mut bob = connect(&server).await;
+        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+        assert_eq!(match_id(&ann.next_msg().await), id);
 
-    for seq in 0..60 {
+        for seq in 0..60 {
+            send_datagram(
+                &bob,
+                &Datagram::Chat {
+                    match_id: id,
+                    seq,
+                    text: "x".into(),
+                },
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A marker after the burst: once Ann has it, the burst was handled.
         send_datagram(
             &bob,
             &Datagram::Chat {
                 match_id: id,
-                seq,
-                text: "x".into(),
+                seq: 1_000,
+                text: "end".into(),
             },
         );
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // A marker after the burst: once Ann has it, the burst was handled.
-    send_datagram(
-        &bob,
-        &Datagram::Chat {
-            match_id: id,
-            seq: 1_000,
-            text: "end".into(),
-        },
-    );
-    let mut delivered = 0;
-    loop {
-        let datagram = quicmatch::codec::decode::<Datagram>(&ann.next_datagram().await).unwrap();
-        match datagram {
-            Datagram::Chat { seq: 1_000, .. } => break,
-            Datagram::Chat { .. } => delivered += 1,
-            other => panic!("unexpected {other:?}"),
+        let mut delivered = 0;
+        loop {
+            let datagram = quicmatch::codec::decode::<Datagram>(&ann.next_datagram().await).unwrap();
+            match datagram {
+                Datagram::Chat { seq: 1_000, .. } => break,
+                Datagram::Chat { .. } => delivered += 1,
+                other => panic!("unexpected {other:?}"),
+            }
         }
+        assert!((20..60).contains(&delivered), "{delivered} of 60 delivered");
+        send(&mut bob, ClientMsg::Ping { nonce: 1 }).await;
+        let (_, limited) = tally(&until_pong(&mut bob, 1).await);
+        assert_eq!(limited, 1, "one notice for the burst");
+        server.shutdown().await;
     }
-    assert!((20..60).contains(&delivered), "{delivered} of 60 delivered");
-    send(&mut bob, ClientMsg::Ping { nonce: 1 }).await;
-    let (_, limited) = tally(&until_pong(&mut bob, 1).await);
-    assert_eq!(limited, 1, "one notice for the burst");
-    server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_is_closed_with_code_2_and_the_partner_carries_on() {
-    let server = start_server(&[]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    let start = Instant::now();
-    let _ = ann.send_raw(&pings(0, 3_000)).await;
-    let mut notices = 0;
-    expect_closed_with(&mut ann, 2, |event| match event {
-        Event::Message(ServerMsg::Pong { .. }) => true,
-        Event::Message(msg) if is_rate_limited(msg) => {
-            notices += 1;
-            true
-        }
-        _ => false,
-    })
-    .await;
-    // Not echoed: at most one notice a second.
-    assert!(
-        notices <= 1 + start.elapsed().as_secs() as usize,
-        "{notices} notices"
-    );
-    expect_left_to_wait(&mut bob, id).await;
-    ping(&mut bob, 1).await;
-    wait_counts(&server, (1, 0, 1, 0)).await;
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_promised_rates_are_never_limited() {
-    // The lowest rates the server may be configured with: exactly the
-    // promise of 50 frames and 20 datagrams in any one second.
-    let server = start_server(&["--frame-rate", "50", "--datagram-rate", "20"]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    for round in 0..3u32 {
-        // Each second's allowance at once, as the harshest pattern, a full
-        // second after the previous round (or the Join) was answered.
-        tokio::time::sleep(Duration::from_millis(1_050)).await;
-        for i in 0..20 {
-            let seq = round * 100 + i;
-            send_datagram(
-                &ann,
-                &Datagram::Chat {
-                    match_id: id,
-                    seq,
-                    text: "hi".into(),
-                },
-            );
-        }
-        ann.send_raw(&pings(u64::from(round) * 100, 50))
-            .await
-            .unwrap();
-        for i in 0..50 {
-            let nonce = u64::from(round) * 100 + i;
-            assert_eq!(next_msg(&mut ann).await, ServerMsg::Pong { nonce });
-        }
-        let mut seqs: Vec<u32> = Vec::new();
-        while seqs.len() < 20 {
-            seqs.push(next_chat(&mut bob).await.1);
-        }
-        seqs.sort_unstable();
-        assert_eq!(seqs, (round * 100..round * 100 + 20).collect::<Vec<_>>());
-    }
-    // All datagrams were handled before Bob saw them: no notice is pending
-    // (checked a second later, as this ping is a frame too).
-    tokio::time::sleep(Duration::from_millis(1_050)).await;
-    assert_quiet(&mut ann, 9_999).await;
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_does_not_read_is_dropped_and_its_partner_is_not() {
-    let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
-    // A client with a small stream window that never reads its stream: the
-    // server's writes to it stall, and its outbound queue fills up.
-    let mut transport = wtransport::config::QuicTransportConfig::default();
-    transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
-    let mut stalled = RawSession::connect(&server, Some(transport)).await;
-    stalled
-        .send_msg(&ClientMsg::Join(profile("Ann", Gender::Female)))
+protocol_test! {
+    async fn a_flood_is_closed_with_code_2_and_the_partner_carries_on() {
+        let server = start_server(&[]).await;
+        let (mut ann, mut bob, id) = matched_pair(&server).await;
+        let start = Instant::now();
+        let _ = ann.send_raw(&pings(0, 3_000)).await;
+        let mut notices = 0;
+        expect_closed_with(&mut ann, 2, |event| match event {
+            Event::Message(ServerMsg::Pong { .. }) => true,
+            Event::Message(msg) if is_rate_limited(msg) => {
+                notices += 1;
+                true
+            }
+            _ => false,
+        })
         .await;
-    let mut bob = connect(&server).await;
-    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+        // Not echoed: at most one notice a second.
+        assert!(
+            notices <= 1 + start.elapsed().as_secs() as usize,
+            "{notices} notices"
+        );
+        expect_left_to_wait(&mut bob, id).await;
+        ping(&mut bob, 1).await;
+        wait_counts(&server, (1, 0, 1, 0)).await;
+        server.shutdown().await;
+    }
+}
 
-    for _ in 0..10 {
+protocol_test! {
+    async fn the_promised_rates_are_never_limited() {
+        // The lowest rates the server may be configured with: exactly the
+        // promise of 50 frames and 20 datagrams in any one second.
+        let server = start_server(&["--frame-rate", "50", "--datagram-rate", "20"]).await;
+        let (mut ann, mut bob, id) = matched_pair(&server).await;
+        for round in 0..3u32 {
+            // Each second's allowance at once, as the harshest pattern, a full
+            // second after the previous round (or the Join) was answered.
+            tokio::time::sleep(Duration::from_millis(1_050)).await;
+            for i in 0..20 {
+                let seq = round * 100 + i;
+                send_datagram(
+                    &ann,
+                    &Datagram::Chat {
+                        match_id: id,
+                        seq,
+                        text: "hi".into(),
+                    },
+                );
+            }
+            ann.send_raw(&pings(u64::from(round) * 100, 50))
+                .await
+                .unwrap();
+            for i in 0..50 {
+                let nonce = u64::from(round) * 100 + i;
+                assert_eq!(next_msg(&mut ann).await, ServerMsg::Pong { nonce });
+            }
+            let mut seqs: Vec<u32> = Vec::new();
+            while seqs.len() < 20 {
+                seqs.push(next_chat(&mut bob).await.1);
+            }
+            seqs.sort_unstable();
+            assert_eq!(seqs, (round * 100..round * 100 + 20).collect::<Vec<_>>());
+        }
+        // All datagrams were handled before Bob saw them: no notice is pending
+        // (checked a second later, as this ping is a frame too).
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        assert_quiet(&mut ann, 9_999).await;
+        server.shutdown().await;
+    }
+}
+
+protocol_test! {
+    async fn a_client_that_does_not_read_is_dropped_and_its_partner_is_not() {
+        let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
+        // A client with a small stream window that never reads its stream: the
+        // server's writes to it stall, and its outbound queue fills up.
+        let mut transport = wtransport::config::QuicTransportConfig::default();
+        transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
+        let mut stalled = RawSession::connect(&server, Some(transport)).await;
+        stalled
+            .send_msg(&ClientMsg::Join(profile("Ann", Gender::Female)))
+            .await;
+        let mut bob = connect(&server).await;
+        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+
+        for _ in 0..10 {
+            send(
+                &mut bob,
+                ClientMsg::Offer {
+                    match_id: id,
+                    sdp: "o".repeat(32_000),
+                },
+            )
+            .await;
+        }
+        let closed = tokio::time::timeout(STEP, stalled.connection.closed())
+            .await
+            .expect("closed in time");
+        match closed {
+            ConnectionError::ApplicationClosed(close) => assert_eq!(close.code().into_inner(), 2),
+            other => panic!("expected an application close with code 2, got {other:?}"),
+        }
+        // Bob is told, queues again, and his late offers are dropped silently.
+        expect_left_to_wait(&mut bob, id).await;
         send(
             &mut bob,
             ClientMsg::Offer {
                 match_id: id,
-                sdp: "o".repeat(32_000),
+                sdp: "late".into(),
             },
         )
         .await;
+        assert_quiet(&mut bob, 1).await;
+        wait_counts(&server, (1, 0, 1, 0)).await;
+        server.shutdown().await;
     }
-    let closed = tokio::time::timeout(STEP, stalled.connection.closed())
-        .await
-        .expect("closed in time");
-    match closed {
-        ConnectionError::ApplicationClosed(close) => assert_eq!(close.code().into_inner(), 2),
-        other => panic!("expected an application close with code 2, got {other:?}"),
-    }
-    // Bob is told, queues again, and his late offers are dropped silently.
-    expect_left_to_wait(&mut bob, id).await;
-    send(
-        &mut bob,
-        ClientMsg::Offer {
-            match_id: id,
-            sdp: "late".into(),
-        },
-    )
-    .await;
-    assert_quiet(&mut bob, 1).await;
-    wait_counts(&server, (1, 0, 1, 0)).await;
-    server.shutdown().await;
 }
 
+// One process: `--max-sessions` caps each node on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_capacity_a_session_is_closed_with_code_4() {
     let server = start_server(&["--max-sessions", "2"]).await;
@@ -303,16 +311,17 @@ async fn over_capacity_a_session_is_closed_with_code_4() {
     let mut third = connect(&server).await;
     expect_closed_with(&mut third, 4, |_| false).await;
     ping(&mut ann, 1).await;
-    assert_eq!(counts(&server), (2, 0, 0, 0));
+    assert_counts(&server, (2, 0, 0, 0)).await;
     // Room again once someone leaves.
     drop(bob);
     wait_counts(&server, (1, 0, 0, 0)).await;
     let mut fourth = connect(&server).await;
     ping(&mut fourth, 2).await;
-    assert_eq!(counts(&server), (2, 0, 0, 0));
+    assert_counts(&server, (2, 0, 0, 0)).await;
     server.shutdown().await;
 }
 
+// One process: shutdown closes the sessions of the node shut down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_session_with_code_3() {
     let server = start_server(&[]).await;
@@ -350,65 +359,67 @@ async fn shutdown_closes_every_session_with_code_3() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_from_one_session_affects_no_other() {
-    // Two pairs; one pair's sessions flood, break the framing and stall,
-    // while the other pair relays and chats throughout.
-    let server = start_server(&[]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    let (mut cat, mut dan, other) = matched_pair(&server).await;
-    let _ = cat.send_raw(&pings(0, 3_000)).await;
-    dan.send_raw(&[0, 0, 0, 0]).await.unwrap();
-    for i in 0..20 {
-        let sdp = format!("offer {i}");
-        send(
-            &mut ann,
-            ClientMsg::Offer {
-                match_id: id,
-                sdp: sdp.clone(),
-            },
-        )
+protocol_test! {
+    async fn bad_input_from_one_session_affects_no_other() {
+        // Two pairs; one pair's sessions flood, break the framing and stall,
+        // while the other pair relays and chats throughout.
+        let server = start_server(&[]).await;
+        let (mut ann, mut bob, id) = matched_pair(&server).await;
+        let (mut cat, mut dan, other) = matched_pair(&server).await;
+        let _ = cat.send_raw(&pings(0, 3_000)).await;
+        dan.send_raw(&[0, 0, 0, 0]).await.unwrap();
+        for i in 0..20 {
+            let sdp = format!("offer {i}");
+            send(
+                &mut ann,
+                ClientMsg::Offer {
+                    match_id: id,
+                    sdp: sdp.clone(),
+                },
+            )
+            .await;
+            assert_eq!(
+                next_msg(&mut bob).await,
+                ServerMsg::Offer { match_id: id, sdp }
+            );
+        }
+        let seq = bob.chat(id, "fine").unwrap();
+        assert_eq!(next_chat(&mut ann).await, (id, seq, "fine".into()));
+        expect_closed_with(&mut dan, 1, |event| {
+            matches!(event, Event::Message(ServerMsg::PartnerDisconnected { match_id, .. }) if *match_id == other)
+                || matches!(event, Event::Message(ServerMsg::Waiting { .. }))
+        })
         .await;
-        assert_eq!(
-            next_msg(&mut bob).await,
-            ServerMsg::Offer { match_id: id, sdp }
-        );
+        let (_, closing, _) = until_closed(&mut cat).await;
+        assert!(matches!(closing, Some((2, _))), "{closing:?}");
+        assert_quiet(&mut ann, 1).await;
+        wait_counts(&server, (2, 1, 0, 0)).await;
+        server.shutdown().await;
     }
-    let seq = bob.chat(id, "fine").unwrap();
-    assert_eq!(next_chat(&mut ann).await, (id, seq, "fine".into()));
-    expect_closed_with(&mut dan, 1, |event| {
-        matches!(event, Event::Message(ServerMsg::PartnerDisconnected { match_id, .. }) if *match_id == other)
-            || matches!(event, Event::Message(ServerMsg::Waiting { .. }))
-    })
-    .await;
-    let (_, closing, _) = until_closed(&mut cat).await;
-    assert!(matches!(closing, Some((2, _))), "{closing:?}");
-    assert_quiet(&mut ann, 1).await;
-    wait_counts(&server, (2, 1, 0, 0)).await;
-    server.shutdown().await;
 }
 
-/// A partner that floods a reading session with large offers is slowed down
-/// (it waits for room), not anyone closed, and every offer arrives in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_flooding_large_offers_closes_no_one() {
-    let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
-    let (mut ann, mut bob, id) = matched_pair(&server).await;
-    for n in 0..40u32 {
-        let sdp = format!("{n:05}{}", "o".repeat(32_000));
-        send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
-    }
-    for n in 0..40u32 {
-        match next_msg(&mut ann).await {
-            ServerMsg::Offer { match_id, sdp } => {
-                assert_eq!(match_id, id);
-                assert_eq!(&sdp[..5], format!("{n:05}"), "offers out of order");
-            }
-            other => panic!("expected offer {n}, got {other:?}"),
+protocol_test! {
+    /// A partner that floods a reading session with large offers is slowed down
+    /// (it waits for room), not anyone closed, and every offer arrives in order.
+    async fn a_partner_flooding_large_offers_closes_no_one() {
+        let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
+        let (mut ann, mut bob, id) = matched_pair(&server).await;
+        for n in 0..40u32 {
+            let sdp = format!("{n:05}{}", "o".repeat(32_000));
+            send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
         }
+        for n in 0..40u32 {
+            match next_msg(&mut ann).await {
+                ServerMsg::Offer { match_id, sdp } => {
+                    assert_eq!(match_id, id);
+                    assert_eq!(&sdp[..5], format!("{n:05}"), "offers out of order");
+                }
+                other => panic!("expected offer {n}, got {other:?}"),
+            }
+        }
+        ping(&mut bob, 7).await;
+        ping(&mut ann, 8).await;
+        assert_counts(&server, (2, 1, 0, 0)).await;
+        server.shutdown().await;
     }
-    ping(&mut bob, 7).await;
-    ping(&mut ann, 8).await;
-    assert_eq!(counts(&server), (2, 1, 0, 0));
-    server.shutdown().await;
 }

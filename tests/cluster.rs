@@ -5,20 +5,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::TestServer;
 use common::redis::RedisServer;
 use common::*;
 use quicmatch::client::Client;
 use quicmatch::protocol::{ClientMsg, ErrorCode, Gender, IceCandidate, ServerMsg};
-use quicmatch::server::Server;
 
 /// A node of the pool at `redis`.
-async fn node(redis: &RedisServer) -> Server {
+async fn node(redis: &RedisServer) -> TestServer {
     start_server(&["--redis", &redis.url()]).await
 }
 
 /// Waits (bounded) until every node's heartbeat has seen `n` live nodes, so
 /// that each can match the others' waiters.
-async fn wait_nodes(nodes: &[&Server], n: usize) {
+async fn wait_nodes(nodes: &[&TestServer], n: usize) {
     let deadline = Instant::now() + STEP;
     while nodes.iter().any(|s| s.hub().pool_view().nodes.len() < n) {
         assert!(Instant::now() < deadline, "nodes did not see each other");
@@ -165,7 +165,7 @@ async fn clients_on_different_nodes_are_matched_fifo_and_relay_in_order() {
 }
 
 /// Redis, nodes A and B, and Ann on A matched with Bob on B in match `id`.
-async fn cross_pair() -> (RedisServer, Server, Server, Client, Client, u64) {
+async fn cross_pair() -> (RedisServer, TestServer, TestServer, Client, Client, u64) {
     let redis = RedisServer::start();
     let (a, b) = (node(&redis).await, node(&redis).await);
     wait_nodes(&[&a, &b], 2).await;

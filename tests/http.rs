@@ -52,14 +52,24 @@ fn now_stamp() -> String {
     time::OffsetDateTime::now_utc().format(format).unwrap()
 }
 
+/// In a pool, takes out the node-local figures that `/health` and
+/// `/api/stats` add under `"node"`, checking they are there.
+fn without_node(mut value: Value, pooled: bool) -> Value {
+    let node = value.as_object_mut().unwrap().remove("node");
+    assert_eq!(node.is_some_and(|n| n.is_object()), pooled, "{value}");
+    value
+}
+
 /// Checks `/health` and `/api/stats` on every sidecar address against the
-/// expected (users, matches, male queue, female queue).
+/// expected (users, matches, male queue, female queue); in a pool these are
+/// the whole pool's, with the node's own figures beside them.
 async fn check_counts(server: &Server, expected: (usize, usize, usize, usize)) {
     let (users, matches, male, female) = expected;
+    let pooled = server.hub().cluster().is_some();
     for &addr in server.http_addrs() {
         let host = host_header(addr);
         let before = now_stamp();
-        let health = get_json(addr, &host, "/health").await;
+        let health = without_node(get_json(addr, &host, "/health").await, pooled);
         let after = now_stamp();
         assert_eq!(
             keys(&health),
@@ -111,7 +121,7 @@ async fn check_counts(server: &Server, expected: (usize, usize, usize, usize)) {
             "{before} <= {timestamp} <= {after}"
         );
 
-        let stats = get_json(addr, &host, "/api/stats").await;
+        let stats = without_node(get_json(addr, &host, "/api/stats").await, pooled);
         assert_eq!(
             stats,
             json!({
@@ -123,35 +133,36 @@ async fn check_counts(server: &Server, expected: (usize, usize, usize, usize)) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_stats_report_the_registry() {
-    let server = start_server(&[]).await;
-    check_counts(&server, (0, 0, 0, 0)).await;
+protocol_test! {
+    async fn health_and_stats_report_the_registry() {
+        let server = start_server(&[]).await;
+        check_counts(&server, (0, 0, 0, 0)).await;
 
-    let (ann, bob, _) = matched_pair(&server).await;
-    let idle = connect(&server).await;
-    let mut men = Vec::new();
-    for name in ["Cy", "Dan"] {
-        let mut man = connect(&server).await;
-        join(&mut man, name, Gender::Male).await;
-        men.push(man);
+        let (ann, bob, _) = matched_pair(&server).await;
+        let idle = connect(&server).await;
+        let mut men = Vec::new();
+        for name in ["Cy", "Dan"] {
+            let mut man = connect(&server).await;
+            join(&mut man, name, Gender::Male).await;
+            men.push(man);
+        }
+        assert_counts(&server, (5, 1, 2, 0)).await;
+        check_counts(&server, (5, 1, 2, 0)).await;
+
+        // The men leave (one by Leave, one by going away); a woman waits.
+        send(&mut men[0], ClientMsg::Leave).await;
+        ping(&mut men[0], 1).await;
+        drop(men.pop());
+        let mut eve = connect(&server).await;
+        join(&mut eve, "Eve", Gender::Female).await;
+        wait_counts(&server, (5, 1, 0, 1)).await;
+        check_counts(&server, (5, 1, 0, 1)).await;
+
+        drop((ann, bob, idle, men, eve));
+        wait_counts(&server, (0, 0, 0, 0)).await;
+        check_counts(&server, (0, 0, 0, 0)).await;
+        server.shutdown().await;
     }
-    assert_eq!(counts(&server), (5, 1, 2, 0));
-    check_counts(&server, (5, 1, 2, 0)).await;
-
-    // The men leave (one by Leave, one by going away); a woman waits.
-    send(&mut men[0], ClientMsg::Leave).await;
-    ping(&mut men[0], 1).await;
-    drop(men.pop());
-    let mut eve = connect(&server).await;
-    join(&mut eve, "Eve", Gender::Female).await;
-    wait_counts(&server, (5, 1, 0, 1)).await;
-    check_counts(&server, (5, 1, 0, 1)).await;
-
-    drop((ann, bob, idle, men, eve));
-    wait_counts(&server, (0, 0, 0, 0)).await;
-    check_counts(&server, (0, 0, 0, 0)).await;
-    server.shutdown().await;
 }
 
 /// The expected `serverCertificateHashes` of `server`.
@@ -160,36 +171,37 @@ fn hashes_json(server: &Server) -> Value {
     json!([{ "algorithm": "sha-256", "value": base64::engine::general_purpose::STANDARD.encode(hash) }])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webtransport_endpoint_gives_the_url_and_the_pinnable_hash() {
-    let server = start_server(&[]).await;
-    let quic_port = server.quic_addr().port();
-    for &addr in server.http_addrs() {
-        // The Host header decides the host; the port is always the UDP one.
-        let cases = [
-            (host_header(addr), addr.ip().to_string()),
-            ("localhost:8080".to_owned(), "localhost".to_owned()),
-            ("chat.example.org".to_owned(), "chat.example.org".to_owned()),
-            ("[::1]".to_owned(), "[::1]".to_owned()),
-        ];
-        for (host, expected_host) in cases {
-            let expected_host = if expected_host.contains(':') && !expected_host.starts_with('[') {
-                format!("[{expected_host}]")
-            } else {
-                expected_host
-            };
-            let body = get_json(addr, &host, "/api/webtransport").await;
-            assert_eq!(
-                body,
-                json!({
-                    "url": format!("https://{expected_host}:{quic_port}/signal"),
-                    "serverCertificateHashes": hashes_json(&server),
-                }),
-                "Host: {host}"
-            );
+protocol_test! {
+    async fn webtransport_endpoint_gives_the_url_and_the_pinnable_hash() {
+        let server = start_server(&[]).await;
+        let quic_port = server.quic_addr().port();
+        for &addr in server.http_addrs() {
+            // The Host header decides the host; the port is always the UDP one.
+            let cases = [
+                (host_header(addr), addr.ip().to_string()),
+                ("localhost:8080".to_owned(), "localhost".to_owned()),
+                ("chat.example.org".to_owned(), "chat.example.org".to_owned()),
+                ("[::1]".to_owned(), "[::1]".to_owned()),
+            ];
+            for (host, expected_host) in cases {
+                let expected_host = if expected_host.contains(':') && !expected_host.starts_with('[') {
+                    format!("[{expected_host}]")
+                } else {
+                    expected_host
+                };
+                let body = get_json(addr, &host, "/api/webtransport").await;
+                assert_eq!(
+                    body,
+                    json!({
+                        "url": format!("https://{expected_host}:{quic_port}/signal"),
+                        "serverCertificateHashes": hashes_json(&server),
+                    }),
+                    "Host: {host}"
+                );
+            }
         }
+        server.shutdown().await;
     }
-    server.shutdown().await;
 }
 
 /// Opens a session as a page does: URL and hash from `/api/webtransport`.
@@ -208,29 +220,31 @@ async fn connect_like_a_page(http: SocketAddr) -> Client {
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_connects_with_what_the_sidecar_says_over_ipv4_and_ipv6() {
-    let server = start_server(&[]).await;
-    let [v4, v6] = server.http_addrs() else {
-        panic!("two sidecar addresses")
-    };
-    assert!(v4.is_ipv4() && v6.is_ipv6());
-    let mut ann = connect_like_a_page(*v4).await;
-    let mut bob = connect_like_a_page(*v6).await;
-    join(&mut ann, "Ann", Gender::Female).await;
-    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-    assert_eq!(match_id(&next_msg(&mut ann).await), id);
-    check_counts(&server, (2, 1, 0, 0)).await;
+protocol_test! {
+    async fn a_page_connects_with_what_the_sidecar_says_over_ipv4_and_ipv6() {
+        let server = start_server(&[]).await;
+        let [v4, v6] = server.http_addrs() else {
+            panic!("two sidecar addresses")
+        };
+        assert!(v4.is_ipv4() && v6.is_ipv6());
+        let mut ann = connect_like_a_page(*v4).await;
+        let mut bob = connect_like_a_page(*v6).await;
+        join(&mut ann, "Ann", Gender::Female).await;
+        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+        assert_eq!(match_id(&next_msg(&mut ann).await), id);
+        assert_counts(&server, (2, 1, 0, 0)).await;
+        check_counts(&server, (2, 1, 0, 0)).await;
 
-    // After a renewal the sidecar gives the new hash, and it works.
-    server.renew_certificate().unwrap();
-    for &addr in server.http_addrs() {
-        let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
-        assert_eq!(body["serverCertificateHashes"], hashes_json(&server));
-        let mut page = connect_like_a_page(addr).await;
-        ping(&mut page, 1).await;
+        // After a renewal the sidecar gives the new hash, and it works.
+        server.renew_certificate().unwrap();
+        for &addr in server.http_addrs() {
+            let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
+            assert_eq!(body["serverCertificateHashes"], hashes_json(&server));
+            let mut page = connect_like_a_page(addr).await;
+            ping(&mut page, 1).await;
+        }
+        server.shutdown().await;
     }
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,42 +285,43 @@ async fn by_default_the_sidecar_listens_on_the_same_port_number() {
     panic!("no free port found");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_from_files_has_no_hash_to_pin() {
-    let dir = std::env::temp_dir().join(format!("quicmatch-http-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let server = start_server(&[
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ])
-    .await;
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(server.certificate_hash(), None);
-    assert!(server.renew_certificate().is_err());
-    let addr = server.http_addr();
-    let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
-    assert_eq!(
-        body,
-        json!({
-            "url": format!("https://127.0.0.1:{}/signal", server.quic_addr().port()),
-            "serverCertificateHashes": [],
-        })
-    );
-    // The session itself works (this test's certificate is trusted by no one,
-    // so the client skips verification).
-    let mut client = tokio::time::timeout(
-        STEP,
-        Client::connect(&url(&server), Verification::InsecureSkipVerification),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect");
-    ping(&mut client, 1).await;
-    server.shutdown().await;
+protocol_test! {
+    async fn a_certificate_from_files_has_no_hash_to_pin() {
+        let dir = std::env::temp_dir().join(format!("quicmatch-http-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let server = start_server(&[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .await;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(server.certificate_hash(), None);
+        assert!(server.renew_certificate().is_err());
+        let addr = server.http_addr();
+        let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
+        assert_eq!(
+            body,
+            json!({
+                "url": format!("https://127.0.0.1:{}/signal", server.quic_addr().port()),
+                "serverCertificateHashes": [],
+            })
+        );
+        // The session itself works (this test's certificate is trusted by no one,
+        // so the client skips verification).
+        let mut client = tokio::time::timeout(
+            STEP,
+            Client::connect(&url(&server), Verification::InsecureSkipVerification),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connect");
+        ping(&mut client, 1).await;
+        server.shutdown().await;
+    }
 }

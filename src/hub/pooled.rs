@@ -484,12 +484,16 @@ impl Hub {
     }
 
     /// Runs this node's part of the pool until `shutdown`: the inbox and the
-    /// heartbeat (lease, announcement, reaping, recovery).
+    /// heartbeat (lease, announcement, reaping, recovery). `first_beat` is
+    /// told whether the first heartbeat reached Redis, so that a node starts
+    /// serving already registered (or knowing it is degraded).
     pub async fn run_pool(
         self: Arc<Self>,
         base: impl Fn() -> Announcement + Send + 'static,
+        first_beat: tokio::sync::oneshot::Sender<bool>,
         shutdown: CancellationToken,
     ) {
+        let mut first_beat = Some(first_beat);
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
@@ -521,6 +525,9 @@ impl Hub {
                         warn!(%error, "heartbeat failed; matching across nodes is degraded");
                     }
                     self.set_reachable(false);
+                    if let Some(first) = first_beat.take() {
+                        let _ = first.send(false);
+                    }
                     continue;
                 }
             };
@@ -554,6 +561,9 @@ impl Hub {
                 self.retry_pending(&cluster).await;
             }
             self.set_view(&beat);
+            if let Some(first) = first_beat.take() {
+                let _ = first.send(true);
+            }
         }
     }
 

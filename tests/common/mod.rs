@@ -16,20 +16,138 @@ use quicmatch::server::Server;
 /// How long any single expected event may take before a test fails.
 pub const STEP: Duration = Duration::from_secs(5);
 
-/// Starts a server on 127.0.0.1 and [::1], ephemeral ports, plus `args`.
-pub async fn start_server(args: &[&str]) -> Server {
-    let mut argv = vec![
-        "quicmatch",
-        "--bind",
-        "127.0.0.1,::1",
-        "--port",
-        "0",
-        "--self-signed",
-    ];
-    argv.extend_from_slice(args);
-    Server::start(Config::parse_from(argv))
-        .await
-        .expect("server starts")
+/// Where a protocol test runs: one process, or two nodes sharing a matching
+/// pool on a real Redis with clients connected to each in turn, so that the
+/// pool is held to the same contract as one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    OneNode,
+    TwoNodePool,
+}
+
+tokio::task_local! {
+    static TOPOLOGY: Topology;
+}
+
+impl Topology {
+    /// Runs `test` with every [`start_server`] inside it using this topology.
+    pub async fn run<F: std::future::Future<Output = ()>>(self, test: F) {
+        TOPOLOGY.scope(self, test).await
+    }
+
+    /// The topology of the running test (one node outside [`Topology::run`]).
+    pub fn current() -> Topology {
+        TOPOLOGY.try_with(|t| *t).unwrap_or(Topology::OneNode)
+    }
+}
+
+/// Defines a protocol test twice, as `NAME::one_node` and
+/// `NAME::two_node_pool` (see [`Topology`]).
+#[macro_export]
+macro_rules! protocol_test {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_node() {
+                $crate::common::Topology::OneNode.run(async move $body).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_node_pool() {
+                $crate::common::Topology::TwoNodePool.run(async move $body).await
+            }
+        }
+    };
+}
+
+/// The server a test talks to: one process, or (in a two-node pool) the
+/// first node, with the second node and the Redis beside it. It derefs to
+/// the first node, so addresses, the sidecar and stats (of the whole pool)
+/// are read as from one server; [`connect`] and [`RawSession::connect`]
+/// alternate between the nodes.
+pub struct TestServer {
+    first: Server,
+    second: Option<Server>,
+    redis: Option<redis::RedisServer>,
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.first
+    }
+}
+
+impl TestServer {
+    /// The node the next client connects to, each in turn.
+    pub fn next_node(&self) -> &Server {
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &self.second {
+            Some(second) if turn % 2 == 1 => second,
+            _ => &self.first,
+        }
+    }
+
+    /// Every node's certificate hash: a client pins them all, whichever
+    /// node it lands on.
+    pub fn hashes(&self) -> Vec<[u8; 32]> {
+        std::iter::once(&self.first)
+            .chain(&self.second)
+            .filter_map(Server::certificate_hash)
+            .collect()
+    }
+
+    /// Shuts every node down, then stops the Redis.
+    pub async fn shutdown(self) {
+        if let Some(second) = self.second {
+            second.shutdown().await;
+        }
+        self.first.shutdown().await;
+        drop(self.redis);
+    }
+}
+
+/// Starts a server on 127.0.0.1 and [::1], ephemeral ports, plus `args`; in
+/// a [`Topology::TwoNodePool`] test, two such nodes on a Redis of their own.
+pub async fn start_server(args: &[&str]) -> TestServer {
+    let redis = match Topology::current() {
+        Topology::OneNode => None,
+        Topology::TwoNodePool => Some(redis::RedisServer::start()),
+    };
+    let node = || async {
+        let mut argv = vec![
+            "quicmatch",
+            "--bind",
+            "127.0.0.1,::1",
+            "--port",
+            "0",
+            "--self-signed",
+        ];
+        argv.extend_from_slice(args);
+        let redis_url = redis.as_ref().map(redis::RedisServer::url);
+        if let Some(url) = &redis_url {
+            argv.extend_from_slice(&["--redis", url]);
+        }
+        Server::start(Config::parse_from(argv))
+            .await
+            .expect("server starts")
+    };
+    let first = node().await;
+    let second = match redis {
+        Some(_) => Some(node().await),
+        None => None,
+    };
+    TestServer {
+        first,
+        second,
+        redis,
+        turn: Default::default(),
+    }
 }
 
 /// The session URL of `server` on 127.0.0.1.
@@ -37,12 +155,13 @@ pub fn url(server: &Server) -> String {
     format!("https://127.0.0.1:{}/signal", server.quic_addr().port())
 }
 
-/// A client connected to `server`, pinning its certificate hash.
-pub async fn connect(server: &Server) -> Client {
-    let hash = server.certificate_hash().expect("self-signed");
+/// A client connected to `server` (to its nodes in turn), pinning the
+/// certificate hashes.
+pub async fn connect(server: &TestServer) -> Client {
+    let node = server.next_node();
     tokio::time::timeout(
         STEP,
-        Client::connect(&url(server), Verification::CertificateHashes(vec![hash])),
+        Client::connect(&url(node), Verification::CertificateHashes(server.hashes())),
     )
     .await
     .expect("connect in time")
@@ -95,7 +214,7 @@ pub fn match_id(msg: &ServerMsg) -> u64 {
 }
 
 /// Two clients of opposite gender, matched; returns them with the match id.
-pub async fn matched_pair(server: &Server) -> (Client, Client, u64) {
+pub async fn matched_pair(server: &TestServer) -> (Client, Client, u64) {
     let mut a = connect(server).await;
     let mut b = connect(server).await;
     assert!(matches!(
@@ -330,16 +449,22 @@ pub struct RawSession {
 }
 
 impl RawSession {
-    /// Opens a session and its signaling stream on `server` (127.0.0.1),
+    /// Opens a session and its signaling stream on `server` (127.0.0.1; its
+    /// nodes in turn),
     /// with the QUIC transport settings `transport` if given.
     pub async fn connect(
-        server: &Server,
+        server: &TestServer,
         transport: Option<wtransport::config::QuicTransportConfig>,
     ) -> RawSession {
-        let hash = server.certificate_hash().expect("self-signed");
+        let node = server.next_node();
         let mut config = wtransport::ClientConfig::builder()
             .with_bind_default()
-            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+            .with_server_certificate_hashes(
+                server
+                    .hashes()
+                    .into_iter()
+                    .map(wtransport::tls::Sha256Digest::new),
+            )
             .build();
         if let Some(transport) = transport {
             config
@@ -348,7 +473,7 @@ impl RawSession {
         }
         let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
         let (connection, send, recv) = tokio::time::timeout(STEP, async {
-            let connection = endpoint.connect(url(server)).await.expect("connect");
+            let connection = endpoint.connect(url(node)).await.expect("connect");
             let (send, recv) = connection
                 .open_bi()
                 .await
@@ -502,5 +627,16 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
+    }
+}
+
+/// Asserts the counts are `expected` (users, matches, male queue, female
+/// queue): at once on one node; in a pool, once the first node's view of
+/// the pool (renewed every heartbeat) has caught up.
+pub async fn assert_counts(server: &TestServer, expected: (usize, usize, usize, usize)) {
+    if server.second.is_some() {
+        wait_counts(server, expected).await;
+    } else {
+        assert_eq!(counts(server), expected);
     }
 }
