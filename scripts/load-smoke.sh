@@ -19,6 +19,12 @@
 #   SERVER=floor            run against examples/floor_server.rs (the bare
 #                           stack, docs/performance.md §7) instead of quicmatch;
 #                           its scenarios are connect, relay and chat
+#   NODES=2                 that many quicmatch nodes sharing one pool on a
+#                           redis-server of the script's own (default 1: one
+#                           process, no Redis); sessions are spread over them,
+#                           and the server's CPU and RSS figures are the sum of
+#                           the nodes' and redis-server's
+#   POOL=1                  a Redis pool even for NODES=1 (implied by NODES > 1)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,6 +42,15 @@ esac
 SERVER_ARGS=${SERVER_ARGS:-}
 LOAD_ARGS=${LOAD_ARGS:-}
 RESTART_EACH=${RESTART_EACH:-0}
+NODES=${NODES:-1}
+POOL=${POOL:-0}
+if [[ "$NODES" != 1 ]]; then
+    POOL=1
+fi
+if [[ ("$NODES" != 1 || "$POOL" != 0) && "$SERVER" != quicmatch ]]; then
+    echo "NODES and POOL apply to SERVER=quicmatch only" >&2
+    exit 2
+fi
 
 case "$PROFILE" in
     release) build_flag=(--release) ;;
@@ -57,47 +72,94 @@ floor_bin="$bin/examples/floor_server"
 [[ -x "$floor_bin" ]] || floor_bin="$bin/floor_server"
 
 workdir=$(mktemp -d)
-server_pid=""
+server_pids=()
+quic_ports=()
+http_ports=()
+redis_pid=""
 
 stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
+    local pid
+    for pid in "${server_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${server_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    server_pids=()
+    quic_ports=()
+    http_ports=()
 }
 cleanup() {
     stop_server
+    if [[ -n "$redis_pid" ]]; then
+        kill "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+    fi
     rm -rf "$workdir"
 }
 trap cleanup EXIT
 
-# Starts the server and sets server_pid, quic_port and http_port from its
-# log (and cert_args for the floor server, which has no sidecar).
-start_server() {
-    local log="$workdir/server.log"
+# Starts a redis-server of our own on a free loopback port; sets redis_url.
+start_redis() {
+    local port log="$workdir/redis.log"
+    for _ in $(seq 1 20); do
+        port=$((20000 + RANDOM % 40000))
+        : >"$log"
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+            --protected-mode no >"$log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 1 100); do
+            if grep -q "Ready to accept connections" "$log"; then
+                redis_url="redis://127.0.0.1:$port"
+                return
+            fi
+            if ! kill -0 "$redis_pid" 2>/dev/null; then
+                break
+            fi
+            sleep 0.05
+        done
+        kill "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+        redis_pid=""
+    done
+    echo "redis-server did not start:" >&2
+    cat "$log" >&2
+    exit 1
+}
+
+# Starts one server (node $1) and appends its pid, QUIC port and HTTP port
+# from its log (and sets cert_args for the floor server, which has no
+# sidecar).
+start_node() {
+    local log="$workdir/server-$1.log"
     local ready="HTTP sidecar on"
+    local pool_args=()
+    if [[ -n "$redis_pid" ]]; then
+        pool_args=(--redis "$redis_url")
+    fi
     if [[ "$SERVER" == floor ]]; then
         # shellcheck disable=SC2086
         "$floor_bin" --port 0 $SERVER_ARGS >"$log" 2>&1 &
         ready="certificate hash"
     else
         # shellcheck disable=SC2086
-        "$bin/quicmatch" --bind 127.0.0.1 --port 0 $SERVER_ARGS >"$log" 2>&1 &
+        "$bin/quicmatch" --bind 127.0.0.1 --port 0 "${pool_args[@]}" $SERVER_ARGS >"$log" 2>&1 &
     fi
-    server_pid=$!
+    local pid=$!
+    server_pids+=("$pid")
     # Wait (bounded) for the server to log its addresses.
     for _ in $(seq 1 200); do
         if grep -q "$ready" "$log"; then
             break
         fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then
+        if ! kill -0 "$pid" 2>/dev/null; then
             echo "server exited:" >&2
             cat "$log" >&2
             exit 1
         fi
         sleep 0.05
     done
+    local quic_port http_port
     if [[ "$SERVER" == floor ]]; then
         quic_port=$(sed -n 's|.*floor server on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
         local hash
@@ -120,21 +182,41 @@ start_server() {
         cat "$log" >&2
         exit 1
     fi
+    quic_ports+=("$quic_port")
+    http_ports+=("$http_port")
+}
+
+start_server() {
+    local i
+    for i in $(seq 1 "$NODES"); do
+        start_node "$i"
+    done
 }
 
 failed=()
 cert_args=()
+if [[ "$POOL" == 1 ]]; then
+    start_redis
+fi
 start_server
 for scenario in $SCENARIOS; do
-    if [[ "$RESTART_EACH" == 1 && -z "$server_pid" ]]; then
+    if [[ "$RESTART_EACH" == 1 && ${#server_pids[@]} == 0 ]]; then
         start_server
     fi
-    echo "== $scenario: $PAIRS pairs, $MESSAGES messages (server pid $server_pid, port $quic_port)" >&2
+    echo "== $scenario: $PAIRS pairs, $MESSAGES messages (server pids ${server_pids[*]}, ports ${quic_ports[*]})" >&2
+    node_args=()
+    for i in "${!server_pids[@]}"; do
+        node_args+=(--url "https://127.0.0.1:${quic_ports[$i]}/signal")
+        node_args+=(--http "http://127.0.0.1:${http_ports[$i]}")
+        node_args+=(--server-pid "${server_pids[$i]}")
+    done
+    # In a pool, Redis's CPU time and memory count as the server's too.
+    if [[ -n "$redis_pid" ]]; then
+        node_args+=(--server-pid "$redis_pid")
+    fi
     # shellcheck disable=SC2086
     if timeout 600 "$bin/quicmatch-load" \
-        --url "https://127.0.0.1:$quic_port/signal" \
-        --http "http://127.0.0.1:$http_port" \
-        --server-pid "$server_pid" \
+        "${node_args[@]}" \
         --scenario "$scenario" \
         --pairs "$PAIRS" \
         --messages "$MESSAGES" \

@@ -38,17 +38,20 @@ impl Scenario {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "quicmatch-load", version, about)]
 pub struct Args {
-    /// Session URL of the server.
+    /// Session URL of the server; repeated for the nodes of one pool, over
+    /// which the sessions are spread.
     #[arg(long, default_value = "https://127.0.0.1:5000/signal")]
-    pub url: String,
+    pub url: Vec<String>,
 
-    /// Base64 SHA-256 of the server's certificate; fetched from --http's /api/webtransport when absent.
+    /// Base64 SHA-256 of a server certificate to pin (repeatable); fetched
+    /// from each --http's /api/webtransport when absent.
     #[arg(long)]
-    pub cert_hash: Option<String>,
+    pub cert_hash: Vec<String>,
 
-    /// Base URL of the server's HTTP sidecar (for the certificate hash and the session count).
+    /// Base URL of a server's HTTP sidecar, for the certificate hash (one per
+    /// node) and the session count (the first; a pool's is the whole pool's).
     #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub http: String,
+    pub http: Vec<String>,
 
     /// Accept any certificate instead of pinning its hash.
     #[arg(long)]
@@ -70,9 +73,10 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
 
-    /// Process id of the server, to sample its CPU time and memory from /proc.
+    /// Process id of the server, to sample its CPU time and memory from
+    /// /proc; repeated for every node, whose figures are summed.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// UDP sockets (client endpoints) the sessions are spread over.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -124,6 +128,7 @@ impl Args {
     /// carry their stamp or too long for the protocol.
     pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(self.pairs >= 1, "--pairs must be at least 1");
+        ensure!(!self.url.is_empty(), "--url is required");
         ensure!(
             (64..=MAX_SDP_LEN).contains(&self.payload_bytes),
             "--payload-bytes must be from 64 to {MAX_SDP_LEN}"
@@ -138,5 +143,51 @@ impl Args {
     /// Sessions the run opens: two per pair.
     pub fn sessions(&self) -> u32 {
         self.pairs * 2
+    }
+
+    /// The node (index into `--url`) session `index` connects to. Women
+    /// (even indices) go round the nodes one by one and men a round slower,
+    /// so that, matched in index order, a share (n-1)/n of pairs crosses
+    /// nodes, as when people land on nodes at random.
+    pub fn node_of(&self, index: u32) -> usize {
+        let nodes = self.url.len().max(1);
+        let k = (index / 2) as usize;
+        if index.is_multiple_of(2) {
+            k % nodes
+        } else {
+            (k / nodes) % nodes
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_spread_over_nodes_with_a_share_of_pairs_across() {
+        let args = |urls: usize| {
+            let mut argv = vec!["quicmatch-load".to_owned()];
+            for i in 0..urls {
+                argv.extend(["--url".into(), format!("https://127.0.0.1:{}/signal", 5000 + i)]);
+            }
+            Args::parse_from(argv)
+        };
+        let one = args(1);
+        assert!((0..100).all(|i| one.node_of(i) == 0));
+        for nodes in [2, 3] {
+            let a = args(nodes);
+            let mut per_node = vec![0; nodes];
+            let mut crossing = 0;
+            let pairs = (nodes * nodes * 10) as u32;
+            for k in 0..pairs {
+                let (woman, man) = (a.node_of(2 * k), a.node_of(2 * k + 1));
+                per_node[woman] += 1;
+                per_node[man] += 1;
+                crossing += usize::from(woman != man);
+            }
+            assert!(per_node.iter().all(|&n| n == 2 * pairs as usize / nodes));
+            assert_eq!(crossing, pairs as usize * (nodes - 1) / nodes);
+        }
     }
 }

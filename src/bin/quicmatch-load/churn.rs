@@ -57,7 +57,7 @@ pub async fn churn(firsts: Vec<(Session, MatchInfo)>, shared: &Arc<Shared>) -> C
     if timeout(phase_limit, barrier.wait()).await.is_err() {
         shared.fail("churn: sessions never finished".into());
     }
-    let end = sample(args.server_pid);
+    let end = sample(&args.server_pid);
     let (mut logs, mut sessions) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + phase_limit;
     for outcome in collect(&mut set, deadline, shared, "churn drain").await {

@@ -54,6 +54,10 @@ pub struct Figures {
     pub sessions: u64,
     /// One-way latencies of delivered messages, in ns.
     pub latencies: Vec<u64>,
+    /// Pairs whose two sessions are on different nodes (relay, chat).
+    pub cross_node_pairs: u64,
+    /// The latencies of those pairs' messages, in ns.
+    pub cross_node_latencies: Vec<u64>,
     /// Distinct matches whose two sides were checked against each other (churn).
     pub matches_checked: Option<u64>,
     /// After teardown.

@@ -38,9 +38,9 @@ pub fn loopback_addr(authority: &str) -> anyhow::Result<SocketAddr> {
     Ok(addrs[0])
 }
 
-/// One client endpoint on its own loopback UDP socket, with
-/// `--udp-buffer-bytes` buffers; it pins `hash`, or accepts any certificate
-/// when there is none (`--insecure`).
+/// One client endpoint on its own loopback UDP socket (of `server`'s
+/// address family), with `--udp-buffer-bytes` buffers; it pins `hashes`, or
+/// accepts any certificate when there are none (`--insecure`).
 ///
 /// Not [`quicmatch::client::Connector`]: that binds a default socket, and
 /// the generator needs large buffers to keep thousands of sessions on few
@@ -48,7 +48,7 @@ pub fn loopback_addr(authority: &str) -> anyhow::Result<SocketAddr> {
 pub fn endpoint(
     args: &Args,
     server: SocketAddr,
-    hash: Option<[u8; 32]>,
+    hashes: Option<&[[u8; 32]]>,
 ) -> anyhow::Result<ClientEndpoint> {
     let ip = match server.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -56,8 +56,9 @@ pub fn endpoint(
     };
     let socket = quicmatch::transport::bind_udp(ip, 0, args.udp_buffer_bytes)?;
     let builder = ClientConfig::builder().with_bind_socket(socket);
-    let builder = match hash {
-        Some(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(hash)]),
+    let builder = match hashes {
+        Some(hashes) => builder
+            .with_server_certificate_hashes(hashes.iter().map(|&h| Sha256Digest::new(h))),
         None => builder.with_no_cert_validation(),
     };
     let config = builder

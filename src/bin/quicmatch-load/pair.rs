@@ -16,6 +16,8 @@ pub struct Pair {
     pub id: usize,
     /// The match the server made of it.
     pub match_id: u64,
+    /// Whether its sessions are on different nodes of a pool.
+    pub cross_node: bool,
     /// The session that sends.
     pub initiator: Session,
     /// The session that receives.
@@ -28,6 +30,8 @@ pub struct PairOutcome {
     pub sessions: [Session; 2],
     /// One-way latencies of the messages delivered, in ns.
     pub latencies: Vec<u64>,
+    /// Whether the pair's sessions are on different nodes.
+    pub cross_node: bool,
 }
 
 /// The sdp or chat text of message `seq` of pair `pair`, padded to `len`:
@@ -89,6 +93,7 @@ pub async fn finish_pair(mut pair: Pair, shared: Arc<Shared>, latencies: Vec<u64
     PairOutcome {
         sessions: [pair.initiator, pair.responder],
         latencies,
+        cross_node: pair.cross_node,
     }
 }
 

@@ -33,13 +33,21 @@ pub struct UdpCounters {
     pub in_errors: u64,
 }
 
-/// Samples the server `pid` (if given), this process and the machine now.
-pub fn sample(pid: Option<u32>) -> Sample {
+/// Samples the server processes `pids` (summed: the nodes of a pool), this
+/// process and the machine now. Server figures are `None` when no pid is
+/// given or any is unreadable.
+pub fn sample(pids: &[u32]) -> Sample {
+    let sum = |read: &dyn Fn(u32) -> Option<u64>| -> Option<u64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&pid| read(pid)).sum()
+    };
     Sample {
         at: Some(Instant::now()),
-        server_cpu_ticks: pid.and_then(|pid| cpu_ticks(&format!("/proc/{pid}/stat"))),
+        server_cpu_ticks: sum(&|pid| cpu_ticks(&format!("/proc/{pid}/stat"))),
         self_cpu_ticks: cpu_ticks("/proc/self/stat"),
-        server_rss_kib: pid.and_then(rss_kib),
+        server_rss_kib: sum(&rss_kib),
         udp: udp_counters(),
     }
 }

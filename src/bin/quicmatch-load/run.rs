@@ -20,31 +20,43 @@ use crate::report::report;
 use crate::session::Session;
 use crate::setup::{Paired, connect_all, join_all, pair_up};
 use crate::shared::{Counters, Shared};
-use crate::sidecar::{certificate_hash, server_sessions};
+use crate::sidecar::{certificate_hashes, server_sessions};
 use crate::tasks::collect;
 
 /// Runs the generator as `args` say; the JSON report and whether it passed,
 /// or why it could not run at all.
 pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
     args.validate()?;
-    let server = loopback_addr(&authority(&args.url, "https://")?)?;
-    authority(&args.http, "http://").and_then(|a| loopback_addr(&a))?;
-    let hash = if args.insecure {
+    let servers: Vec<_> = args
+        .url
+        .iter()
+        .map(|url| loopback_addr(&authority(url, "https://")?))
+        .collect::<anyhow::Result<_>>()?;
+    let server = servers[0];
+    anyhow::ensure!(
+        servers.iter().all(|s| s.is_ipv4() == server.is_ipv4()),
+        "every --url must be of one address family"
+    );
+    for http in &args.http {
+        authority(http, "http://").and_then(|a| loopback_addr(&a))?;
+    }
+    let server_ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+    let hashes = if args.insecure {
         None
     } else {
-        Some(certificate_hash(&args).await?)
+        Some(certificate_hashes(&args).await?)
     };
     let ticks = clock_ticks();
     warn_if_buffers_capped(&args);
     let endpoints: Vec<Arc<ClientEndpoint>> = (0..args.connectors)
-        .map(|_| endpoint(&args, server, hash).map(Arc::new))
+        .map(|_| endpoint(&args, server, hashes.as_deref()).map(Arc::new))
         .collect::<anyhow::Result<_>>()?;
     let sessions_before = server_sessions(&args).await;
     let own_ports: Vec<u16> = endpoints
         .iter()
         .filter_map(|e| e.local_addr().ok().map(|a| a.port()))
         .collect();
-    let drops_before = (socket_drops(&[server.port()]), socket_drops(&own_ports));
+    let drops_before = (socket_drops(&server_ports), socket_drops(&own_ports));
 
     let shared = Arc::new(Shared::new(args.clone()));
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone())));
@@ -53,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
         sessions: u64::from(total),
         ..Figures::default()
     };
-    let pid = args.server_pid;
+    let pid = &args.server_pid[..];
 
     // Connect.
     figures.idle = sample(pid);
@@ -99,7 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
     sessions.extend(paired.firsts.drain(..).map(|(session, _)| session));
     teardown(sessions, &endpoints, sessions_before, &args, &mut figures).await;
     let delta = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
-    figures.server_socket_drops = delta(drops_before.0, socket_drops(&[server.port()]));
+    figures.server_socket_drops = delta(drops_before.0, socket_drops(&server_ports));
     figures.generator_socket_drops = delta(drops_before.1, socket_drops(&own_ports));
     if let Some(progress) = progress {
         progress.abort();
@@ -136,10 +148,14 @@ async fn run_scenario(
     }
     let deadline = Instant::now() + Duration::from_secs(args.phase_timeout_secs);
     for outcome in collect(&mut set, deadline, shared, "scenario").await {
+        if outcome.cross_node {
+            figures.cross_node_pairs += 1;
+            figures.cross_node_latencies.extend(&outcome.latencies);
+        }
         figures.latencies.extend(outcome.latencies);
         sessions.extend(outcome.sessions);
     }
-    sample(args.server_pid)
+    sample(&args.server_pid)
 }
 
 /// Closes every session, waits (briefly) until the endpoints are idle and
@@ -172,6 +188,6 @@ async fn teardown(
             }
         }
     }
-    figures.end = sample(args.server_pid);
+    figures.end = sample(&args.server_pid);
     figures.rss_after = figures.end.server_rss_kib;
 }

@@ -33,12 +33,13 @@ pub struct MatchInfo {
 pub async fn connect_all(endpoints: &[Arc<ClientEndpoint>], shared: &Arc<Shared>) -> Vec<Session> {
     let args = &shared.args;
     let total = args.sessions();
-    let url: Arc<str> = Arc::from(args.url.as_str());
+    let urls: Vec<Arc<str>> = args.url.iter().map(|u| Arc::from(u.as_str())).collect();
     let permits = Arc::new(Semaphore::new(args.connect_concurrency as usize));
     let mut set = JoinSet::new();
     for index in 0..total {
         let endpoint = endpoints[(index % args.connectors) as usize].clone();
-        let (url, permits, shared) = (url.clone(), permits.clone(), shared.clone());
+        let url = urls[args.node_of(index)].clone();
+        let (permits, shared) = (permits.clone(), shared.clone());
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.ok();
             let result = connect_one(&endpoint, &url, index, &shared).await;
@@ -212,6 +213,8 @@ pub fn pair_up(
             paired.pairs.push(Pair {
                 id: paired.pairs.len(),
                 match_id: info.match_id,
+                cross_node: shared.args.node_of(initiator.index)
+                    != shared.args.node_of(responder.index),
                 initiator,
                 responder,
             });

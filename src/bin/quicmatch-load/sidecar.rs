@@ -19,32 +19,46 @@ use crate::loopback::{authority, loopback_addr};
 /// Longest a request to the sidecar may take.
 const SIDECAR_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The certificate hash from `--cert-hash`, or else the first one the
-/// sidecar's `/api/webtransport` lists.
-pub async fn certificate_hash(args: &Args) -> anyhow::Result<[u8; 32]> {
-    if let Some(text) = &args.cert_hash {
+/// The certificate hashes to pin: every `--cert-hash`, or else the first
+/// one each `--http` sidecar's `/api/webtransport` lists.
+pub async fn certificate_hashes(args: &Args) -> anyhow::Result<Vec<[u8; 32]>> {
+    let mut hashes = Vec::new();
+    for text in &args.cert_hash {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .context("the certificate hash is not base64")?;
-        return bytes
-            .try_into()
-            .map_err(|_| anyhow!("the certificate hash is not 32 bytes"));
+        hashes.push(
+            bytes
+                .try_into()
+                .map_err(|_| anyhow!("the certificate hash is not 32 bytes"))?,
+        );
     }
-    let discovery = match timeout(SIDECAR_TIMEOUT, discover(&args.http)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(anyhow!("no answer within {SIDECAR_TIMEOUT:?}")),
+    if !hashes.is_empty() {
+        return Ok(hashes);
     }
-    .context("fetching /api/webtransport (give --cert-hash or --insecure instead)")?;
-    discovery
-        .certificate_hashes
-        .first()
-        .copied()
-        .context("/api/webtransport lists no certificate hash (not self-signed? use --insecure)")
+    for http in &args.http {
+        let discovery = match timeout(SIDECAR_TIMEOUT, discover(http)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(anyhow!("no answer within {SIDECAR_TIMEOUT:?}")),
+        }
+        .with_context(|| {
+            format!("fetching {http}/api/webtransport (give --cert-hash or --insecure instead)")
+        })?;
+        let hash = discovery.certificate_hashes.first().copied().context(
+            "/api/webtransport lists no certificate hash (not self-signed? use --insecure)",
+        )?;
+        if !hashes.contains(&hash) {
+            hashes.push(hash);
+        }
+    }
+    Ok(hashes)
 }
 
-/// Sessions the server reports as connected, if its sidecar answers.
+/// Sessions the server (a pool: the whole pool) reports as connected, if
+/// the first sidecar answers.
 pub async fn server_sessions(args: &Args) -> Option<u64> {
-    let stats = timeout(SIDECAR_TIMEOUT, get_json(&args.http, "/api/stats"))
+    let base = args.http.first()?;
+    let stats = timeout(SIDECAR_TIMEOUT, get_json(base, "/api/stats"))
         .await
         .ok()?
         .ok()?;
@@ -89,8 +103,8 @@ mod tests {
             "--http",
             "http://127.0.0.1:1",
         ]);
-        assert_eq!(certificate_hash(&args).await.unwrap(), [7u8; 32]);
+        assert_eq!(certificate_hashes(&args).await.unwrap(), vec![[7u8; 32]]);
         let short = Args::parse_from(["quicmatch-load", "--cert-hash", "AAAA"]);
-        assert!(certificate_hash(&short).await.is_err());
+        assert!(certificate_hashes(&short).await.is_err());
     }
 }
