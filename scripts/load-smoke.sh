@@ -25,6 +25,7 @@
 #                           and the server's CPU and RSS figures are the sum of
 #                           the nodes' and redis-server's
 #   POOL=1                  a Redis pool even for NODES=1 (implied by NODES > 1)
+#   LOG_DIR=dir             keep the servers' (and Redis's) logs there
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -94,6 +95,10 @@ cleanup() {
     if [[ -n "$redis_pid" ]]; then
         kill "$redis_pid" 2>/dev/null || true
         wait "$redis_pid" 2>/dev/null || true
+    fi
+    if [[ -n "${LOG_DIR:-}" ]]; then
+        mkdir -p "$LOG_DIR"
+        cp "$workdir"/*.log "$LOG_DIR"/ 2>/dev/null || true
     fi
     rm -rf "$workdir"
 }

@@ -105,9 +105,18 @@ pub struct Config {
     #[arg(long, env = "TURN_LABEL", default_value = "quicmatch")]
     pub turn_label: String,
 
-    /// Join a matching pool shared by several nodes through Redis (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). Without it, this process is the whole pool.
-    #[arg(long = "redis", env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    /// Join a matching pool shared by several nodes through Redis (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). With --redis-cluster, one or more seed nodes of a Redis Cluster, repeatable or comma-separated. Without it, this process is the whole pool.
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub redis_urls: Vec<String>,
+
+    /// The --redis URLs are seed nodes of a Redis Cluster (the pool's keys share one hash tag, so they live on one shard).
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Name of the pool in Redis; every key carries it as its hash tag (`{quicmatch}:…`), so one Redis can hold several pools.
     #[arg(long, env = "REDIS_POOL", default_value = "quicmatch", value_parser = pool_name)]

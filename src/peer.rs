@@ -315,18 +315,22 @@ impl Peer {
     /// that exchanges a few kilobytes of signaling costs no credit messages.
     fn return_credit(&self, match_id: u64, cost: usize) {
         let quarter = self.relay_window() / 4;
-        let written = self.remote_written.fetch_add(cost, Ordering::Relaxed) + cost;
-        if written < quarter {
-            return;
-        }
-        self.remote_written.fetch_sub(written, Ordering::Relaxed);
+        // Counted under the route's lock, and only for the current match: a
+        // late relay of an ended match earns the new partner no credit.
         let slot = self.route.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(Route {
+        let Some(Route {
             match_id: current,
             partner: PartnerLink::Remote(remote),
         }) = &slot.current
-            && *current == match_id
-        {
+        else {
+            return;
+        };
+        if *current != match_id {
+            return;
+        }
+        let written = self.remote_written.fetch_add(cost, Ordering::Relaxed) + cost;
+        if written >= quarter {
+            self.remote_written.fetch_sub(written, Ordering::Relaxed);
             remote.return_credit(written);
         }
     }

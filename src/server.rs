@@ -16,8 +16,8 @@ use wtransport::config::states::WantsIdentity;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig};
 
-use crate::cluster::Cluster;
 use crate::cluster::heartbeat::Announcement;
+use crate::cluster::{Cluster, Target};
 use crate::config::Config;
 use crate::http::{self, SidecarState};
 use crate::hub::Hub;
@@ -62,9 +62,19 @@ impl Server {
         let (idle_timeout, keep_alive) = (config.idle_timeout(), config.keep_alive());
         let hashes: PinnedHashes =
             Arc::new(RwLock::new(identity.pinned_hash.into_iter().collect()));
-        let cluster = match &config.redis_url {
-            Some(url) => Some(Cluster::new(url, &config.redis_pool)?),
-            None => None,
+        anyhow::ensure!(
+            !config.redis_cluster || !config.redis_urls.is_empty(),
+            "--redis-cluster needs the cluster's seed nodes in --redis"
+        );
+        let cluster = match config.redis_urls.as_slice() {
+            [] => None,
+            urls => Some(Cluster::new(
+                &Target {
+                    urls,
+                    cluster: config.redis_cluster,
+                },
+                &config.redis_pool,
+            )?),
         };
         let hub = Arc::new(Hub::new(
             config.min_age,
@@ -251,10 +261,12 @@ impl Server {
     /// Stops accepting, closes every session with code 3 (after its
     /// `Closing` frame), and returns within a few seconds.
     pub async fn shutdown(self) {
-        // Out of discovery first, so no one is sent here any more.
+        // Admit no one, so any heartbeat from here on announces the node
+        // closed; then out of discovery, so no one is sent here any more.
+        let peers = self.hub.begin_shutdown();
         self.hub.depart_pool().await;
         self.shutdown.cancel();
-        for peer in self.hub.begin_shutdown() {
+        for peer in peers {
             peer.request_close(CloseCode::ShuttingDown, "server shutting down");
         }
         self.sessions.close();

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use common::*;
 use quicmatch::client::Client;
 use quicmatch::protocol::{ClientMsg, ErrorCode, Gender, IceCandidate, ServerMsg};
@@ -409,7 +409,8 @@ async fn a_thousand_joins_at_once_over_three_nodes_make_exactly_500_matches() {
     let mut clients = Vec::with_capacity(PEOPLE);
     for i in 0..PEOPLE {
         let at = i % nodes.len();
-        let client = tokio::time::timeout(STEP, connectors[at].connect(&url(&nodes[at])))
+        // Generous: other tests of this binary may load the machine meanwhile.
+        let client = tokio::time::timeout(STEP * 4, connectors[at].connect(&url(&nodes[at])))
             .await
             .expect("connect in time")
             .expect("connect");
@@ -470,4 +471,96 @@ async fn a_thousand_joins_at_once_over_three_nodes_make_exactly_500_matches() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(kept);
+}
+
+#[tokio::test]
+async fn a_pool_on_a_redis_cluster_matches_and_relays_across_nodes() {
+    let redis = RedisCluster::start();
+    let seeds = redis.urls().join(",");
+    // Each node is given a different first seed: any one leads to the rest.
+    let a = start_server(&["--redis", &seeds, "--redis-cluster"]).await;
+    let reversed: Vec<String> = redis.urls().into_iter().rev().collect();
+    let b = start_server(&["--redis", &reversed.join(","), "--redis-cluster"]).await;
+    wait_nodes(&[&a, &b], 2).await;
+    let mut ann = connect(&a).await;
+    let mut bob = connect(&b).await;
+    assert_eq!(
+        join(&mut ann, "Ann", Gender::Female).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), id);
+    for i in 0..20 {
+        send(&mut ann, offer(id, &format!("offer {i}"))).await;
+    }
+    for i in 0..20 {
+        assert_eq!(
+            next_msg(&mut bob).await,
+            ServerMsg::Offer {
+                match_id: id,
+                sdp: format!("offer {i}")
+            }
+        );
+    }
+    bob.chat(id, "over the cluster").expect("chat");
+    assert_eq!(
+        next_chat(&mut ann).await,
+        (id, 0, "over the cluster".into())
+    );
+    stop_and_both_wait(&mut ann, &mut bob, id).await;
+    wait_counts(&a, (2, 0, 1, 1)).await;
+}
+
+/// A `Stop` whose answer timed out is sent again with the same nonce; the
+/// script must run it once, or the repeat would end the next match.
+#[tokio::test]
+async fn a_stop_repeated_with_its_nonce_runs_once() {
+    let redis = RedisServer::start();
+    let client = ::redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let script = ::redis::Script::new(include_str!("../src/cluster/pool.lua"));
+    // Node n1 holds a lease far in the future.
+    let _: () = ::redis::cmd("ZADD")
+        .arg("{t}:nodes")
+        .arg(9_000_000_000_000_000_i64)
+        .arg("n1")
+        .query_async(&mut conn)
+        .await
+        .expect("lease");
+    let mut call = async |args: &[&str]| -> String {
+        let mut invocation = script.key("{t}");
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        invocation.invoke_async(&mut conn).await.expect("script")
+    };
+    assert_eq!(call(&["join", "n1:1", "1", "ann"]).await, "ok");
+    assert_eq!(call(&["join", "n1:2", "0", "bob"]).await, "ok");
+    assert_eq!(call(&["stop", "n1:1", "5"]).await, "ok");
+    // Ann waits (Bob was her last partner); Cal arrives and meets her.
+    assert_eq!(call(&["join", "n1:3", "0", "cal"]).await, "ok");
+    let state = async |member: &str| -> (Option<String>, Option<String>) {
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        ::redis::cmd("HMGET")
+            .arg(format!("{{t}}:s:{member}"))
+            .arg("st")
+            .arg("p")
+            .query_async(&mut conn)
+            .await
+            .expect("state")
+    };
+    let matched = (Some("m".into()), Some("n1:3".into()));
+    assert_eq!(state("n1:1").await, matched);
+    // The repeat of the first Stop leaves the new match alone…
+    assert_eq!(call(&["stop", "n1:1", "5"]).await, "ok");
+    assert_eq!(state("n1:1").await, matched);
+    // …and a new Stop ends it.
+    assert_eq!(call(&["stop", "n1:1", "6"]).await, "ok");
+    assert_eq!(state("n1:1").await.0.as_deref(), Some("w"));
 }

@@ -287,7 +287,12 @@ async fn by_default_the_sidecar_listens_on_the_same_port_number() {
 
 protocol_test! {
     async fn a_certificate_from_files_has_no_hash_to_pin() {
-        let dir = std::env::temp_dir().join(format!("quicmatch-http-test-{}", std::process::id()));
+        // One directory per topology: both variants of this test run at once.
+        let dir = std::env::temp_dir().join(format!(
+            "quicmatch-http-test-{}-{:?}",
+            std::process::id(),
+            Topology::current()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));

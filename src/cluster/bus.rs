@@ -3,13 +3,12 @@
 //! message and several messages per round trip.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::connection::Connection;
 use super::wire::Unit;
 
 /// Units the queue holds; a sender waits (relays) or drops (datagrams,
@@ -26,16 +25,14 @@ pub struct BusClosed;
 #[derive(Debug, Clone)]
 pub struct Bus {
     tx: mpsc::Sender<(Arc<str>, Unit)>,
-    lost: Arc<AtomicU64>,
 }
 
 impl Bus {
     /// Starts the publishing task on `conn`, for inbox channels under `tag`.
-    pub(super) fn start(conn: ConnectionManager, tag: String) -> Bus {
+    pub(super) fn start(conn: Connection, tag: String) -> Bus {
         let (tx, rx) = mpsc::channel(QUEUE_UNITS);
-        let lost = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publish(rx, conn, tag, lost.clone()));
-        Bus { tx, lost }
+        tokio::spawn(publish(rx, conn, tag));
+        Bus { tx }
     }
 
     /// Queues `unit` for `node`, waiting for room: order is kept per sender.
@@ -47,19 +44,11 @@ impl Bus {
     pub fn try_send(&self, node: Arc<str>, unit: Unit) -> bool {
         self.tx.try_send((node, unit)).is_ok()
     }
-
-    /// Units that could not be published (Redis unreachable) since the start.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
 }
 
-async fn publish(
-    mut rx: mpsc::Receiver<(Arc<str>, Unit)>,
-    mut conn: ConnectionManager,
-    tag: String,
-    lost: Arc<AtomicU64>,
-) {
+async fn publish(mut rx: mpsc::Receiver<(Arc<str>, Unit)>, mut conn: Connection, tag: String) {
+    // Units lost because Redis could not be reached, for the log.
+    let mut lost: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH_UNITS);
     // One message per target node, in the order the nodes first appear.
     let mut messages: Vec<(Arc<str>, BytesMut)> = Vec::new();
@@ -81,7 +70,8 @@ async fn publish(
                 .ignore();
         }
         if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-            let before = lost.fetch_add(units, Ordering::Relaxed);
+            let before = lost;
+            lost += units;
             if before == 0 || (before + units) / 1000 != before / 1000 {
                 warn!(%error, lost = before + units, "units for other nodes lost");
             }

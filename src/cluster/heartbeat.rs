@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cluster, LEASE, Unavailable};
 
 /// What a node announces to the others, as JSON in the pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
     /// Sessions connected to the node.
     pub sessions: usize,
@@ -29,6 +29,19 @@ pub struct Announcement {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for Announcement {
+    /// An open node with nothing to announce yet.
+    fn default() -> Self {
+        Announcement {
+            sessions: 0,
+            matched: 0,
+            url: None,
+            hashes: Vec::new(),
+            open: true,
+        }
+    }
 }
 
 /// A live node and what it announced.

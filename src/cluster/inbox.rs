@@ -33,9 +33,13 @@ pub async fn run(
     let channel = cluster.inbox(&cluster.node);
     let mut backoff = BACKOFF.0;
     let mut first = true;
+    // On a Redis Cluster, each failure moves the subscription to the next seed.
+    let mut attempt = 0usize;
     loop {
+        let client = &cluster.subscribers[attempt % cluster.subscribers.len()];
+        attempt = attempt.wrapping_add(1);
         let subscribed = async {
-            let mut pubsub = cluster.client.get_async_pubsub().await?;
+            let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -11,20 +11,22 @@
 //! their partner is on this node or another.
 
 mod bus;
+mod connection;
 pub mod heartbeat;
 pub mod inbox;
 mod remote;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use bus::Bus;
+pub use connection::Target;
+use connection::{Connection, Opened};
 pub use remote::RemotePartner;
 
 use crate::protocol::Gender;
@@ -57,11 +59,14 @@ pub struct Unavailable(#[from] redis::RedisError);
 pub struct Cluster {
     node: Arc<str>,
     tag: String,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Clients the inbox subscribes with, in turn.
+    subscribers: Vec<redis::Client>,
+    conn: Connection,
     script: redis::Script,
     bus: Bus,
     reachable: AtomicBool,
+    /// Nonces of this node's `Stop` calls.
+    stops: AtomicU64,
     /// Sessions that ended or left while Redis was away.
     left: Mutex<Vec<SessionId>>,
 }
@@ -76,26 +81,25 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// A handle on the pool at `url` (`redis://`, `rediss://`, user and
-    /// password in the URL), whose keys all carry the hash tag `{prefix}`.
-    /// Connects lazily: a node starts even while Redis is away.
-    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Arc<Cluster>> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    /// A handle on the pool at `target` (`redis://`, `rediss://`, user and
+    /// password in the URL; one server or a Redis Cluster), whose keys all
+    /// carry the hash tag `{prefix}`. Connects lazily: a node starts even
+    /// while Redis is away.
+    pub fn new(target: &Target<'_>, prefix: &str) -> anyhow::Result<Arc<Cluster>> {
+        let Opened {
+            commands: conn,
+            subscribers,
+        } = connection::open(target, CALL_TIMEOUT)?;
         let tag = format!("{{{prefix}}}");
         Ok(Arc::new(Cluster {
             node: new_node_id().into(),
             bus: Bus::start(conn.clone(), tag.clone()),
             tag,
-            client,
+            subscribers,
             conn,
             script: redis::Script::new(include_str!("pool.lua")),
             reachable: AtomicBool::new(true),
+            stops: AtomicU64::new(0),
             left: Mutex::new(Vec::new()),
         }))
     }
@@ -120,11 +124,6 @@ impl Cluster {
         &self.bus
     }
 
-    /// Whether the last call reached Redis.
-    pub fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
-    }
-
     /// Runs `op` of the pool's script with `args`.
     async fn call<T: redis::FromRedisValue>(
         &self,
@@ -141,6 +140,14 @@ impl Cluster {
         let reachable = !matches!(&result, Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal());
         if self.reachable.swap(reachable, Ordering::Relaxed) && !reachable {
             warn!("Redis is unreachable; the matching pool is degraded");
+        }
+        if let Err(error) = &result {
+            if reachable {
+                // Redis answered with an error: the script or the data is wrong.
+                warn!(op, %error, "the pool's script failed");
+            } else {
+                debug!(op, %error, "pool call failed");
+            }
         }
         Ok(result?)
     }
@@ -167,9 +174,17 @@ impl Cluster {
             .await
     }
 
-    /// `Stop` of session `id`.
+    /// `Stop` of session `id`. A call that timed out may still have run,
+    /// so it is repeated once with the same nonce, which the script runs at
+    /// most once: the answer then says what happened.
     pub async fn stop(&self, id: SessionId) -> Result<Answer, Unavailable> {
-        self.session_op("stop", &[self.member(id).as_bytes()]).await
+        let nonce = self.stops.fetch_add(1, Ordering::Relaxed).to_string();
+        let member = self.member(id);
+        let args: [&[u8]; 2] = [member.as_bytes(), nonce.as_bytes()];
+        match self.session_op("stop", &args).await {
+            Err(Unavailable(error)) if error.is_timeout() => self.session_op("stop", &args).await,
+            answer => answer,
+        }
     }
 
     /// `Leave` of session `id`.
@@ -189,6 +204,15 @@ impl Cluster {
     /// here is gone too).
     pub fn leave_later(&self, id: SessionId) {
         self.left.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+
+    /// Whether session `id` had a leave recorded by [`Cluster::leave_later`];
+    /// the record is taken.
+    pub fn take_left_of(&self, id: SessionId) -> bool {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let before = left.len();
+        left.retain(|&l| l != id);
+        left.len() != before
     }
 
     /// The sessions [`Cluster::leave_later`] recorded.

@@ -7,7 +7,8 @@
 --
 -- Keys:
 --   P:q:0, P:q:1        waiting sessions (male, female): ZSET member -> ticket
---   P:s:<member>        one session: HASH st (i|w|m), g, prof, t, p, mid, init, prev
+--   P:s:<member>        one session: HASH st (i|w|m), g, prof, t, p, mid, init, prev,
+--                       stop (the nonce of its last Stop)
 --   P:ns:<node>         members a node holds in the pool: SET
 --   P:nodes             live nodes: ZSET node -> lease expiry (ms, Redis clock)
 --   P:info              what each node announces: HASH node -> JSON
@@ -151,10 +152,15 @@ if op == 'join' then
   flush()
   return 'ok'
 elseif op == 'stop' then
-  -- ARGV: member
+  -- ARGV: member, nonce. A call repeated with the same nonce (its first
+  -- answer timed out, yet it may have run) does nothing the second time.
   local m = ARGV[2]
   local k = skey(m)
-  local h = redis.call('HMGET', k, 'st', 'g', 'prof')
+  local h = redis.call('HMGET', k, 'st', 'g', 'prof', 'stop')
+  if (h[1] == 'w' or h[1] == 'm') and ARGV[3] then
+    if h[4] == ARGV[3] then return 'ok' end
+    redis.call('HSET', k, 'stop', ARGV[3])
+  end
   if h[1] == 'w' then
     emit(m, 'W ' .. sid_of(m) .. ' ' .. (redis.call('ZRANK', P .. ':q:' .. h[2], m) + 1))
   elseif h[1] == 'm' then

@@ -110,6 +110,11 @@ impl Hub {
             seat.place = Place::Pending;
             profile
         };
+        // A Leave still owed to the pool goes first, or replaying it later
+        // would take this new Join out again.
+        if cluster.take_left_of(id) && cluster.disconnect(id).await.is_err() {
+            cluster.leave_later(id);
+        }
         self.enter_pool(cluster, id, &profile).await;
         Ok(())
     }
@@ -161,7 +166,12 @@ impl Hub {
             }
         }
         match cluster.stop(id).await {
-            Ok(Answer::NotJoined) => Err(RefusedError::NotJoined),
+            Ok(Answer::NotJoined) => {
+                // Joined here, unknown to the pool: the pool lost its data
+                // and this node has not written its sessions back yet.
+                self.inbox_gap.store(true, Ordering::Relaxed);
+                Err(RefusedError::Unavailable)
+            }
             Ok(_) => Ok(()),
             Err(_) => Err(RefusedError::Unavailable),
         }

@@ -169,7 +169,10 @@ mod tests {
         let args = |urls: usize| {
             let mut argv = vec!["quicmatch-load".to_owned()];
             for i in 0..urls {
-                argv.extend(["--url".into(), format!("https://127.0.0.1:{}/signal", 5000 + i)]);
+                argv.extend([
+                    "--url".into(),
+                    format!("https://127.0.0.1:{}/signal", 5000 + i),
+                ]);
             }
             Args::parse_from(argv)
         };

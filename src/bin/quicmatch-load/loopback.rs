@@ -57,8 +57,9 @@ pub fn endpoint(
     let socket = quicmatch::transport::bind_udp(ip, 0, args.udp_buffer_bytes)?;
     let builder = ClientConfig::builder().with_bind_socket(socket);
     let builder = match hashes {
-        Some(hashes) => builder
-            .with_server_certificate_hashes(hashes.iter().map(|&h| Sha256Digest::new(h))),
+        Some(hashes) => {
+            builder.with_server_certificate_hashes(hashes.iter().map(|&h| Sha256Digest::new(h)))
+        }
         None => builder.with_no_cert_validation(),
     };
     let config = builder
