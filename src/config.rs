@@ -4,9 +4,18 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::protocol::DEFAULT_MIN_AGE;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the span's fields (session id, match id).
+    Json,
+}
 
 /// Everything an operator can set; `quicmatch --help` explains each.
 #[derive(Debug, Clone, Parser)]
@@ -35,6 +44,10 @@ pub struct Config {
     /// PEM private key of --cert.
     #[arg(long, env = "KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+
+    /// How often to check --cert and --key for changes (a renewal by certbot, say) and reload them, in seconds; 0: only on SIGHUP. Sessions already open keep their certificate.
+    #[arg(long, env = "CERT_WATCH_SECS", default_value_t = 5)]
+    pub cert_watch_secs: u64,
 
     /// Ignore certs/cert.pem and certs/key.pem: without --cert, always make a self-signed certificate.
     #[arg(long, env = "SELF_SIGNED")]
@@ -75,6 +88,14 @@ pub struct Config {
     /// Runtime worker threads; 1 runs everything on one thread, which costs the least CPU per message. Defaults to one per core.
     #[arg(long, env = "THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for log pipelines). Which lines: RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// On SIGTERM, how long /health answers "draining" (HTTP 503) before sessions are closed, so that a load balancer stops sending people here first, in seconds; 0 closes them at once.
+    #[arg(long, env = "DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_secs: u64,
 
     /// Kernel UDP receive and send buffer size in bytes (raise net.core.rmem_max / wmem_max to allow large values).
     #[arg(long, env = "UDP_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]

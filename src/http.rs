@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
@@ -30,15 +31,23 @@ pub struct SidecarState {
     hub: Arc<Hub>,
     hashes: PinnedHashes,
     quic_port: u16,
+    metrics: PrometheusHandle,
 }
 
 impl SidecarState {
-    /// State over the server's hub, its pinned hashes and its UDP port.
-    pub fn new(hub: Arc<Hub>, hashes: PinnedHashes, quic_port: u16) -> Self {
+    /// State over the server's hub, its pinned hashes, its UDP port and the
+    /// metrics recorder's handle.
+    pub fn new(
+        hub: Arc<Hub>,
+        hashes: PinnedHashes,
+        quic_port: u16,
+        metrics: PrometheusHandle,
+    ) -> Self {
         SidecarState {
             hub,
             hashes,
             quic_port,
+            metrics,
         }
     }
 }
@@ -54,6 +63,7 @@ pub fn router(state: SidecarState) -> Router {
         .route("/health", get(health))
         .route("/api/stats", get(stats))
         .route("/api/webtransport", get(webtransport))
+        .route("/metrics", get(metrics_page))
         .with_state(state)
         .merge(crate::web_assets::router())
 }
@@ -138,11 +148,18 @@ async fn health(State(state): State<SidecarState>) -> Response {
         .format(TIMESTAMP)
         .unwrap_or_default();
     let node = node_figures(&state.hub);
-    // A node that cannot reach its pool still serves its own sessions, but
-    // a load balancer should send newcomers elsewhere.
-    let degraded = node.as_ref().is_some_and(|n| !n.redis);
+    // A node shutting down, or one that cannot reach its pool (it still
+    // serves its own sessions): a load balancer should send newcomers
+    // elsewhere.
+    let status = if state.hub.is_draining() {
+        "draining"
+    } else if node.as_ref().is_some_and(|n| !n.redis) {
+        "degraded"
+    } else {
+        "ok"
+    };
     let mut response = public_json(Health {
-        status: if degraded { "degraded" } else { "ok" },
+        status,
         active_users: stats.active_users,
         active_matches: stats.active_matches,
         male_queue: stats.male_queue,
@@ -150,10 +167,26 @@ async fn health(State(state): State<SidecarState>) -> Response {
         timestamp,
         node,
     });
-    if degraded {
+    if status != "ok" {
         *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     }
     response
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics_page(State(state): State<SidecarState>) -> Response {
+    let body = crate::metrics::render(&state.metrics, &state.hub);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /api/stats`.

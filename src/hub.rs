@@ -77,6 +77,8 @@ pub struct Hub {
     view: Mutex<PoolView>,
     /// The inbox missed messages: sessions' states are to be read back.
     inbox_gap: std::sync::atomic::AtomicBool,
+    /// Shutting down: read by `/health` without the lock.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -102,6 +104,7 @@ impl Hub {
             ack_cap,
             view: Mutex::new(PoolView::default()),
             inbox_gap: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -181,6 +184,11 @@ impl Hub {
         }
     }
 
+    /// Whether the server is shutting down (admitting no one).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The most sessions connected at once since the last call.
     pub fn take_session_peak(&self) -> usize {
         self.lock().registry.take_peak()
@@ -209,6 +217,8 @@ impl Hub {
     pub fn begin_shutdown(&self) -> Vec<Arc<Peer>> {
         let mut state = self.lock();
         state.shutting_down = true;
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         state.peers.values().cloned().collect()
     }
 
@@ -280,6 +290,10 @@ impl Hub {
                     let Some(peer) = state.peers.get(&session) else {
                         continue;
                     };
+                    if initiator {
+                        // Once per match, on the initiator's node.
+                        crate::metrics::match_made();
+                    }
                     let ice_servers = match &minted {
                         Some((id, servers)) if *id == match_id => servers.clone(),
                         _ => {
@@ -300,6 +314,7 @@ impl Hub {
                 }
                 Notice::PartnerDisconnected { session, match_id } => {
                     if let Some(peer) = state.peers.get(&session) {
+                        peer.start_waiting();
                         peer.set_route(None);
                         peer.push(Outbound::MatchChanged(None));
                         peer.push(Outbound::Frame(encode_frame(

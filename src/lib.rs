@@ -11,11 +11,14 @@
 //! - [`hub`]: the matching pool plus the sessions' [`peer`] handles, under one lock;
 //!   [`cluster`]: the pool shared by several nodes through Redis.
 //! - [`session`]: one task per session; [`ratelimit`]: its flood guard.
-//! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`].
-//! - [`http`]: the sidecar; [`config`]: flags and environment; [`ice`]: STUN/TURN.
+//! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`];
+//!   [`certs`]: certificate renewal and reload.
+//! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`config`]:
+//!   flags and environment; [`ice`]: STUN/TURN.
 //! - [`client`]: a native Rust client.
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod codec;
@@ -23,6 +26,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod ice;
+pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod ratelimit;

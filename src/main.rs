@@ -1,8 +1,9 @@
 //! The `quicmatch` server binary.
 
 use clap::Parser;
-use quicmatch::config::Config;
+use quicmatch::config::{Config, LogFormat};
 use quicmatch::server::Server;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -21,21 +22,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(config.log_format);
     let server = Server::start(config).await?;
     tokio::select! {
-        result = wait_for_signal() => result?,
+        result = serve_signals(&server) => result?,
         _ = return_memory_after_crowds(&server) => {}
     }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`), as text or JSON.
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Each line carries the current span and its parents (session, match).
+        LogFormat::Json => logs.json().with_span_list(true).init(),
+    }
 }
 
 /// glibc keeps the memory of freed sessions for reuse; after most of a
@@ -66,12 +76,19 @@ fn trim_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
+/// Reloads the certificate on each SIGHUP; resolves on SIGINT or SIGTERM.
+async fn serve_signals(server: &Server) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => return Ok(result?),
+            _ = term.recv() => return Ok(()),
+            _ = hangup.recv() => {
+                if let Err(error) = server.reload_certificate().await {
+                    tracing::warn!(%error, "SIGHUP: the certificate could not be reloaded; keeping the current one");
+                }
+            }
+        }
     }
-    Ok(())
 }

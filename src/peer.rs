@@ -6,7 +6,7 @@
 //! another node of a pool is reached through that node's inbox instead
 //! ([`RemotePartner`]); the session's own code does not tell the two apart.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ pub enum Outbound {
         /// Whether it came from a partner on another node, whose window
         /// gets the bytes back once written.
         remote: bool,
+        /// When it was queued (for the relay-time metric).
+        at: std::time::Instant,
     },
     /// From here on, relays of this match (or of none) are current.
     MatchChanged(Option<u64>),
@@ -157,6 +159,9 @@ pub struct Peer {
     /// `ChatAck`s this session owes for chats delivered to it; acks within
     /// it are not charged to its datagram rate.
     ack_credit: AtomicU32,
+    /// Since when it waits for a match (ns after [`since_start`]'s origin;
+    /// 0: not waiting), for the match-wait metric.
+    waiting_since: AtomicU64,
     route: Mutex<RouteSlot>,
     close: OnceLock<(CloseCode, &'static str)>,
     closing: CancellationToken,
@@ -180,11 +185,34 @@ impl Peer {
             queue_limit,
             remote_written: AtomicUsize::new(0),
             ack_credit: AtomicU32::new(0),
+            waiting_since: AtomicU64::new(0),
             route: Mutex::new(RouteSlot::default()),
             close: OnceLock::new(),
             closing: CancellationToken::new(),
         };
         (Arc::new(peer), rx)
+    }
+
+    /// The session starts waiting for a match (Join, Stop, or its partner
+    /// left).
+    pub fn start_waiting(&self) {
+        self.waiting_since
+            .store(since_start().max(1), Ordering::Relaxed);
+    }
+
+    /// The session no longer waits (Leave).
+    pub fn stop_waiting(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The session was matched: how long it waited, if it was waiting.
+    pub fn take_wait(&self) -> Option<std::time::Duration> {
+        match self.waiting_since.swap(0, Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_nanos(
+                since_start().saturating_sub(since),
+            )),
+        }
     }
 
     /// The session's registry id.
@@ -251,6 +279,7 @@ impl Peer {
             match_id,
             frame,
             remote: false,
+            at: std::time::Instant::now(),
         })
     }
 
@@ -263,6 +292,7 @@ impl Peer {
             match_id,
             frame,
             remote: true,
+            at: std::time::Instant::now(),
         };
         let (counter, cost, _) = self.budget(&item);
         counter.fetch_add(cost, Ordering::Relaxed);
@@ -428,4 +458,11 @@ impl Peer {
     pub fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
     }
+}
+
+/// Nanoseconds since the first call in this process.
+fn since_start() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

@@ -100,6 +100,22 @@ pub enum ErrorCode {
     ServerBusy,
 }
 
+impl ErrorCode {
+    /// The code's name, as a metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::InvalidProfile => "invalid_profile",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::NotMatched => "not_matched",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ServerBusy => "server_busy",
+        }
+    }
+}
+
 /// Messages a client sends on the signaling stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -244,6 +260,17 @@ impl CloseCode {
     /// The numeric code on the wire.
     pub fn code(self) -> u32 {
         self as u32
+    }
+
+    /// The code's name, as a metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::ProtocolViolation => "protocol_violation",
+            CloseCode::Abuse => "abuse",
+            CloseCode::ShuttingDown => "shutting_down",
+            CloseCode::AtCapacity => "at_capacity",
+        }
     }
 
     /// The code for a number, if it is one of the five defined codes.

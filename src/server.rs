@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,9 +12,9 @@ use tracing::{info, warn};
 use wtransport::config::QuicTransportConfig;
 use wtransport::config::ServerConfigBuilder;
 use wtransport::config::states::WantsIdentity;
-use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig};
 
+use crate::certs::{Certificates, ServerEndpoint};
 use crate::cluster::heartbeat::Announcement;
 use crate::cluster::{Cluster, Target};
 use crate::config::Config;
@@ -31,8 +30,6 @@ use crate::transport;
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-type ServerEndpoint = Endpoint<endpoint_side::Server>;
-
 /// The certificate hashes browsers may pin, shared with the sidecar.
 pub type PinnedHashes = Arc<RwLock<Vec<[u8; 32]>>>;
 
@@ -43,10 +40,14 @@ pub struct Server {
     hub: Arc<Hub>,
     hashes: PinnedHashes,
     shutdown: CancellationToken,
+    /// Stops the sidecar, which answers "draining" until the very end.
+    sidecar_stop: CancellationToken,
+    /// How long /health says "draining" before sessions are closed.
+    drain: Duration,
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
     endpoints: Vec<Arc<ServerEndpoint>>,
-    renewal: Option<Arc<Renewal>>,
+    certificates: Arc<Certificates>,
 }
 
 impl Server {
@@ -92,6 +93,8 @@ impl Server {
         let shutdown = CancellationToken::new();
         // Stops whatever was started if a later step fails.
         let started = shutdown.clone().drop_guard();
+        let sidecar_stop = CancellationToken::new();
+        let sidecar_started = sidecar_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut tasks = Vec::new();
 
@@ -118,7 +121,12 @@ impl Server {
             config
                 .http_port
                 .unwrap_or(if config.port == 0 { 0 } else { quic_port });
-        let state = SidecarState::new(hub.clone(), hashes.clone(), quic_port);
+        let state = SidecarState::new(
+            hub.clone(),
+            hashes.clone(),
+            quic_port,
+            crate::metrics::install(),
+        );
         for &ip in &config.bind {
             let listener = transport::bind_tcp(ip, http_port)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -128,7 +136,7 @@ impl Server {
             tasks.push(tokio::spawn(http::serve(
                 listener,
                 state.clone(),
-                shutdown.clone(),
+                sidecar_stop.clone(),
             )));
         }
 
@@ -164,23 +172,19 @@ impl Server {
                 shutdown.clone(),
             )));
         }
-        let renewal = match (identity.renew_in, &source) {
-            (Some(renew_in), CertSource::SelfSigned { names }) => {
-                let renewal = Arc::new(Renewal {
-                    busy: std::sync::Mutex::new(()),
-                    names: names.clone(),
-                    endpoints: endpoints.clone(),
-                    idle_timeout,
-                    keep_alive,
-                    hashes: hashes.clone(),
-                });
-                tasks.push(tokio::spawn(
-                    renewal.clone().run(renew_in, shutdown.clone()),
-                ));
-                Some(renewal)
-            }
-            _ => None,
-        };
+        let certificates = Certificates::new(
+            source,
+            endpoints.clone(),
+            Box::new(move || transport::transport_config(idle_timeout, keep_alive)),
+            hashes.clone(),
+        );
+        let watch =
+            (config.cert_watch_secs > 0).then(|| Duration::from_secs(config.cert_watch_secs));
+        tasks.push(tokio::spawn(certificates.clone().run(
+            identity.renew_in,
+            watch,
+            shutdown.clone(),
+        )));
 
         for addr in &quic_addrs {
             info!(
@@ -199,7 +203,10 @@ impl Server {
             None => info!("certificate from files"),
         }
         started.disarm();
+        sidecar_started.disarm();
         Ok(Server {
+            sidecar_stop,
+            drain: Duration::from_secs(config.drain_secs),
             quic_addrs,
             http_addrs,
             hub,
@@ -208,7 +215,7 @@ impl Server {
             sessions,
             tasks,
             endpoints,
-            renewal,
+            certificates,
         })
     }
 
@@ -239,12 +246,18 @@ impl Server {
 
     /// Replaces the self-signed certificate now (it is also renewed on a
     /// timer); an error for a certificate loaded from files.
-    pub fn renew_certificate(&self) -> anyhow::Result<()> {
-        let renewal = self
-            .renewal
-            .as_ref()
-            .context("the certificate is not self-signed")?;
-        renewal.renew().map(drop)
+    pub async fn renew_certificate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.certificates.is_self_signed(),
+            "the certificate is not self-signed"
+        );
+        self.certificates.reload().await.map(drop)
+    }
+
+    /// Loads the certificate again (SIGHUP): the files, read anew, or a
+    /// fresh self-signed certificate. New sessions get it; open ones go on.
+    pub async fn reload_certificate(&self) -> anyhow::Result<()> {
+        self.certificates.reload().await.map(drop)
     }
 
     /// The most sessions connected at once since the last call (or the
@@ -265,6 +278,13 @@ impl Server {
         // closed; then out of discovery, so no one is sent here any more.
         let peers = self.hub.begin_shutdown();
         self.hub.depart_pool().await;
+        if !self.drain.is_zero() {
+            info!(
+                seconds = self.drain.as_secs(),
+                "draining: /health answers 503 before sessions are closed"
+            );
+            tokio::time::sleep(self.drain).await;
+        }
         self.shutdown.cancel();
         for peer in peers {
             peer.request_close(CloseCode::ShuttingDown, "server shutting down");
@@ -286,6 +306,7 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
         self.hub.retire_from_pool().await;
+        self.sidecar_stop.cancel();
         for task in self.tasks {
             task.abort();
         }
@@ -304,7 +325,8 @@ fn display_host(addr: SocketAddr) -> String {
     }
 }
 
-fn tls_config(
+/// The endpoint configuration for `identity` with `transport`.
+pub(crate) fn tls_config(
     builder: ServerConfigBuilder<WantsIdentity>,
     identity: &TlsIdentity,
     transport: QuicTransportConfig,
@@ -331,53 +353,5 @@ async fn accept_loop(
             incoming = endpoint.accept() => incoming,
         };
         sessions.spawn(session::serve(incoming, hub.clone(), limits));
-    }
-}
-
-/// Makes and installs new self-signed certificates.
-struct Renewal {
-    /// One renewal at a time, so the published hash is the installed one.
-    busy: std::sync::Mutex<()>,
-    names: Vec<String>,
-    endpoints: Vec<Arc<ServerEndpoint>>,
-    idle_timeout: Duration,
-    keep_alive: Duration,
-    hashes: PinnedHashes,
-}
-
-impl Renewal {
-    /// Installs a fresh certificate on every endpoint; returns when to renew next.
-    fn renew(&self) -> anyhow::Result<Duration> {
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        let identity = tls::self_signed(&self.names, tls::SELF_SIGNED_VALIDITY)?;
-        for endpoint in &self.endpoints {
-            // Without a rebind, the bind part of the configuration is ignored.
-            let builder = ServerConfig::builder().with_bind_default(0);
-            let transport = transport::transport_config(self.idle_timeout, self.keep_alive)?;
-            let config = tls_config(builder, &identity, transport)?;
-            endpoint
-                .reload_config(config, false)
-                .context("reloading TLS")?;
-        }
-        if let (Some(hash), Ok(mut pinned)) = (identity.pinned_hash, self.hashes.write()) {
-            *pinned = vec![hash];
-        }
-        info!("self-signed certificate renewed");
-        Ok(identity.renew_in.unwrap_or(Duration::from_secs(3600)))
-    }
-
-    /// Renews before each certificate expires, until shutdown; sessions
-    /// already open keep theirs.
-    async fn run(self: Arc<Self>, mut renew_in: Duration, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(renew_in) => {}
-            }
-            renew_in = self.renew().unwrap_or_else(|error| {
-                warn!(%error, "certificate renewal failed; retrying in a minute");
-                Duration::from_secs(60)
-            });
-        }
     }
 }

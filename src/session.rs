@@ -9,12 +9,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::debug;
+use tracing::{Instrument, debug};
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use crate::codec::{self, DecodeError, FrameDecoder, encode_frame};
 use crate::hub::{Hub, NotAdmitted};
+use crate::metrics;
 use crate::peer::{Outbound, Peer, Routing};
 use crate::protocol::{
     ClientMsg, CloseCode, Datagram, ErrorCode, MAX_CHAT_LEN, MAX_CLOSE_REASON_LEN,
@@ -51,8 +52,13 @@ pub struct Limits {
 }
 
 /// Serves one incoming session to its end; never panics on client input.
+/// Everything it logs is inside a `session` span carrying its id, and its
+/// writer logs each match it enters (with the match id), so one person's
+/// story can be followed (at debug level; nothing personal at info).
 pub async fn serve(incoming: IncomingSession, hub: Arc<Hub>, limits: Limits) {
-    if let Err(error) = serve_inner(incoming, hub, limits).await {
+    let span = tracing::info_span!("session", id = tracing::field::Empty);
+    let served = serve_inner(incoming, hub, limits).instrument(span).await;
+    if let Err(error) = served {
         debug!(%error, "session ended");
     }
 }
@@ -62,15 +68,30 @@ async fn serve_inner(
     hub: Arc<Hub>,
     limits: Limits,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let request = timeout_at(deadline, incoming).await??;
-    if request.path() != SIGNAL_PATH {
-        let _ = timeout_at(deadline, request.not_found()).await;
-        return Ok(());
-    }
-    let connection = timeout_at(deadline, request.accept()).await??;
+    let started = Instant::now();
+    let deadline = started + HANDSHAKE_TIMEOUT;
+    let handshake = async {
+        let request = timeout_at(deadline, incoming).await??;
+        if request.path() != SIGNAL_PATH {
+            let _ = timeout_at(deadline, request.not_found()).await;
+            return Ok(None);
+        }
+        anyhow::Ok(Some(timeout_at(deadline, request.accept()).await??))
+    };
+    let connection = match handshake.await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => {
+            metrics::handshake("not_found");
+            return Ok(());
+        }
+        Err(error) => {
+            metrics::handshake("failed");
+            return Err(error);
+        }
+    };
     let first_stream = timeout(FIRST_STREAM_TIMEOUT, connection.accept_bi()).await;
     let Ok(Ok((mut send, recv))) = first_stream else {
+        metrics::handshake("no_stream");
         // Closed explicitly: a half-open stream would otherwise keep the
         // connection (and its keep-alives) going.
         connection.close(
@@ -89,12 +110,17 @@ async fn serve_inner(
                 NotAdmitted::AtCapacity => (CloseCode::AtCapacity, "server at capacity"),
                 NotAdmitted::ShuttingDown => (CloseCode::ShuttingDown, "server shutting down"),
             };
+            metrics::handshake(code.label());
+            metrics::closed(code);
             close_with_closing(&mut send, &connection, code, reason).await;
             return Ok(());
         }
     };
-    debug!(session = peer.id(), remote = %connection.remote_address(), "session open");
-    let writer = tokio::spawn(write_loop(peer.clone(), send, outbound));
+    metrics::handshake("accepted");
+    metrics::session_set_up(started.elapsed());
+    tracing::Span::current().record("id", peer.id());
+    debug!(remote = %connection.remote_address(), "session open");
+    let writer = tokio::spawn(write_loop(peer.clone(), send, outbound).in_current_span());
     {
         let _leave = Admitted {
             hub: &hub,
@@ -103,7 +129,7 @@ async fn serve_inner(
         read_loop(&peer, &hub, recv, limits).await;
     }
     let _ = writer.await;
-    debug!(session = peer.id(), "session closed");
+    debug!("session closed");
     Ok(())
 }
 
@@ -162,11 +188,11 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
             match decoder.next_frame() {
                 Ok(Some(frame)) => match guard.check(Kind::Frame, std::time::Instant::now()) {
                     Verdict::Allow => handle_frame(peer, hub, frame).await,
-                    verdict => on_limited(peer, verdict),
+                    verdict => on_limited(peer, verdict, "frame"),
                 },
                 Ok(None) => break,
                 Err(bad) => {
-                    debug!(session = peer.id(), %bad, "unskippable frame length");
+                    debug!(%bad, "unskippable frame length");
                     peer.request_close(CloseCode::ProtocolViolation, "invalid frame length");
                     return;
                 }
@@ -192,7 +218,7 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
                     };
                     match verdict {
                         Verdict::Allow => handle_datagram(peer, payload, limits.datagram_rate),
-                        verdict => on_limited(peer, verdict),
+                        verdict => on_limited(peer, verdict, "datagram"),
                     }
                 }
                 Err(_) => return,
@@ -201,7 +227,11 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
     }
 }
 
-fn on_limited(peer: &Peer, verdict: Verdict) {
+/// A `kind` (frame or datagram) over its rate: dropped, or the session closed.
+fn on_limited(peer: &Peer, verdict: Verdict, kind: &'static str) {
+    if let Verdict::Drop { .. } = verdict {
+        metrics::rate_limited(kind);
+    }
     match verdict {
         Verdict::Allow | Verdict::Drop { notify: false } => {}
         Verdict::Drop { notify: true } => reply_error(
@@ -218,6 +248,7 @@ fn reply(peer: &Peer, msg: &ServerMsg) {
 }
 
 fn reply_error(peer: &Peer, code: ErrorCode, message: &str) {
+    metrics::error_sent(code);
     reply(
         peer,
         &ServerMsg::Error {
@@ -243,9 +274,19 @@ async fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
         Err(error) => return bad_input(peer, &error),
     };
     let result = match &msg {
-        ClientMsg::Join(profile) => hub.join(peer.id(), profile.clone()).await,
-        ClientMsg::Stop => hub.stop(peer.id()).await,
+        ClientMsg::Join(profile) => {
+            metrics::request("join");
+            peer.start_waiting();
+            hub.join(peer.id(), profile.clone()).await
+        }
+        ClientMsg::Stop => {
+            metrics::request("stop");
+            peer.start_waiting();
+            hub.stop(peer.id()).await
+        }
         ClientMsg::Leave => {
+            metrics::request("leave");
+            peer.stop_waiting();
             hub.leave(peer.id()).await;
             Ok(())
         }
@@ -269,7 +310,7 @@ async fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
 }
 
 fn bad_input(peer: &Peer, error: &DecodeError) {
-    debug!(session = peer.id(), %error, "bad frame");
+    debug!(%error, "bad frame");
     reply_error(peer, ErrorCode::BadFrame, &error.to_string());
 }
 
@@ -297,6 +338,14 @@ async fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: &[u8]) {
     match peer.route(match_id) {
         Routing::Deliver(partner) => {
             if let Some(relayed) = codec::server_relay_frame(msg, frame) {
+                if let Some(hot) = metrics::hot() {
+                    let kind = match msg {
+                        ClientMsg::Offer { .. } => 0,
+                        ClientMsg::Answer { .. } => 1,
+                        _ => 2,
+                    };
+                    hot.relayed[kind].increment(1);
+                }
                 partner.relay(peer, match_id, relayed).await;
             }
         }
@@ -322,7 +371,11 @@ fn handle_datagram(peer: &Peer, payload: Bytes, ack_cap: u32) {
     }
     match peer.route(datagram.match_id()) {
         Routing::Deliver(partner) => {
-            partner.send_datagram(payload, matches!(datagram, Datagram::Chat { .. }), ack_cap)
+            let is_chat = matches!(datagram, Datagram::Chat { .. });
+            if let Some(hot) = metrics::hot() {
+                hot.chat[usize::from(!is_chat)].increment(1);
+            }
+            partner.send_datagram(payload, is_chat, ack_cap)
         }
         Routing::Stale => {}
         Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
@@ -343,6 +396,8 @@ async fn write_loop(
     // write stopped inside a frame (kept across batches: no allocation each).
     let mut lengths: Vec<usize> = Vec::new();
     let mut cut_short = false;
+    // When each relay of the batch was queued, for the relay-time metric.
+    let mut relay_times: Vec<std::time::Instant> = Vec::new();
     let closing = peer.close_requested();
     tokio::pin!(closing);
     loop {
@@ -361,10 +416,23 @@ async fn write_loop(
                 Outbound::Frame(frame) => frame,
                 // Relays of an ended match are dropped here, in order.
                 Outbound::Relay {
-                    match_id, frame, ..
-                } if current_match == Some(match_id) => frame,
+                    match_id,
+                    frame,
+                    at,
+                    ..
+                } if current_match == Some(match_id) => {
+                    relay_times.push(at);
+                    frame
+                }
                 Outbound::Relay { .. } => continue,
                 Outbound::MatchChanged(id) => {
+                    match id {
+                        Some(match_id) => {
+                            debug!(match_id, "matched");
+                            metrics::matched(peer.take_wait());
+                        }
+                        None => debug!(match_id = current_match, "match ended"),
+                    }
                     current_match = id;
                     continue;
                 }
@@ -402,10 +470,20 @@ async fn write_loop(
                 .any(|(chunk, &len)| !chunk.is_empty() && chunk.len() != len);
             break;
         }
+        if let Some(hot) = metrics::hot() {
+            let written = std::time::Instant::now();
+            for at in relay_times.drain(..) {
+                hot.relay_seconds
+                    .record(written.saturating_duration_since(at).as_secs_f64());
+            }
+        }
+        relay_times.clear();
         batch.clear();
         batch_bytes = 0;
     }
     let (code, reason) = peer.close_reason();
+    debug!(code = code.code(), reason, "closing");
+    metrics::closed(code);
     let connection = peer.connection().clone();
     if cut_short {
         // A frame was cut short, so no Closing frame could be parsed after

@@ -273,7 +273,7 @@ async fn a_node_killed_outright_is_reaped_and_its_partners_told() {
     let redis = RedisServer::start();
     let a = node(&redis).await;
     let mut child = common::process::spawn_node(&redis.url()).await;
-    let b_hash = child.hash;
+    let b_hash = child.hash.expect("self-signed");
     wait_nodes(&[&a], 2).await;
     let mut ann = connect(&a).await;
     let mut bob = try_connect(&child.url, b_hash).await.expect("connect to B");

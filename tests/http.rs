@@ -236,7 +236,7 @@ protocol_test! {
         check_counts(&server, (2, 1, 0, 0)).await;
 
         // After a renewal the sidecar gives the new hash, and it works.
-        server.renew_certificate().unwrap();
+        server.renew_certificate().await.unwrap();
         for &addr in server.http_addrs() {
             let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
             assert_eq!(body["serverCertificateHashes"], hashes_json(&server));
@@ -307,7 +307,7 @@ protocol_test! {
         .await;
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(server.certificate_hash(), None);
-        assert!(server.renew_certificate().is_err());
+        assert!(server.renew_certificate().await.is_err());
         let addr = server.http_addr();
         let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
         assert_eq!(

@@ -449,7 +449,7 @@ protocol_test! {
         let mut ann = connect(&server).await;
         join(&mut ann, "Ann", Gender::Female).await;
 
-        server.renew_certificate().expect("renewal");
+        server.renew_certificate().await.expect("renewal");
         let new = server.certificate_hash().unwrap();
         assert_ne!(old, new);
         // New clients pinned to the new hash connect, on both addresses; the old

@@ -136,7 +136,9 @@ impl Cluster {
             invocation.arg(*arg);
         }
         let mut conn = self.conn.clone();
+        let started = std::time::Instant::now();
         let result = invocation.invoke_async(&mut conn).await;
+        crate::metrics::redis_call(op, started.elapsed(), result.is_err());
         let reachable = !matches!(&result, Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal());
         if self.reachable.swap(reachable, Ordering::Relaxed) && !reachable {
             warn!("Redis is unreachable; the matching pool is degraded");
