@@ -32,22 +32,25 @@ pub struct SidecarState {
     hashes: PinnedHashes,
     quic_port: u16,
     metrics: PrometheusHandle,
+    history: crate::history::Recorder,
 }
 
 impl SidecarState {
-    /// State over the server's hub, its pinned hashes, its UDP port and the
-    /// metrics recorder's handle.
+    /// State over the server's hub, its pinned hashes, its UDP port, the
+    /// metrics recorder's handle and the dashboard's last hour.
     pub fn new(
         hub: Arc<Hub>,
         hashes: PinnedHashes,
         quic_port: u16,
         metrics: PrometheusHandle,
+        history: crate::history::Recorder,
     ) -> Self {
         SidecarState {
             hub,
             hashes,
             quic_port,
             metrics,
+            history,
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn router(state: SidecarState) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/webtransport", get(webtransport))
         .route("/metrics", get(metrics_page))
+        .route("/api/history", get(history))
         .with_state(state)
         .merge(crate::web_assets::router())
 }
@@ -187,6 +191,16 @@ async fn metrics_page(State(state): State<SidecarState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `GET /api/history`: the last hour of the dashboard's series, and now.
+async fn history(State(state): State<SidecarState>) -> Response {
+    let now = crate::metrics::render(&state.metrics, &state.hub);
+    let mut response = Json(state.history.history(Some(&now))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `GET /api/stats`.

@@ -13,7 +13,8 @@
 //! - [`session`]: one task per session; [`ratelimit`]: its flood guard.
 //! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`];
 //!   [`certs`]: certificate renewal and reload.
-//! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`config`]:
+//! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`history`]:
+//!   the dashboard's last hour; [`config`]:
 //!   flags and environment; [`ice`]: STUN/TURN.
 //! - [`client`]: a native Rust client.
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod ice;

@@ -121,12 +121,14 @@ impl Server {
             config
                 .http_port
                 .unwrap_or(if config.port == 0 { 0 } else { quic_port });
-        let state = SidecarState::new(
+        let metrics = crate::metrics::install();
+        let history = crate::history::Recorder::default();
+        tasks.push(tokio::spawn(history.clone().run(
+            metrics.clone(),
             hub.clone(),
-            hashes.clone(),
-            quic_port,
-            crate::metrics::install(),
-        );
+            shutdown.clone(),
+        )));
+        let state = SidecarState::new(hub.clone(), hashes.clone(), quic_port, metrics, history);
         for &ip in &config.bind {
             let listener = transport::bind_tcp(ip, http_port)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;

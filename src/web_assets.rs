@@ -61,6 +61,17 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../web/style.css"),
         content_type: CSS,
     },
+    // The operators' live dashboard (its data: /api/history).
+    Asset {
+        path: "/dashboard",
+        body: include_bytes!("../web/dashboard.html"),
+        content_type: HTML,
+    },
+    Asset {
+        path: "/dashboard.js",
+        body: include_bytes!("../web/dashboard.js"),
+        content_type: JS,
+    },
 ];
 
 /// Strong ETags, one per entry of [`ASSETS`]: the first 16 bytes of the file's
