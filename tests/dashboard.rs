@@ -10,6 +10,8 @@
 mod common;
 #[path = "browser/setup.rs"]
 mod setup;
+// Shared with tests/browser.rs, which uses more of it.
+#[allow(dead_code)]
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
