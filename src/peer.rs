@@ -265,6 +265,12 @@ impl Peer {
         }
     }
 
+    /// Whether relays wait in this session's queue, unwritten: with a
+    /// partner out of credit, the sign that this session is not reading.
+    pub fn has_unwritten_relays(&self) -> bool {
+        self.relay_bytes.load(Ordering::Relaxed) > 0
+    }
+
     /// The bytes a partner may have in flight towards this session: its
     /// relay budget, which is also a remote partner's window.
     pub fn relay_window(&self) -> usize {

@@ -564,3 +564,69 @@ async fn a_stop_repeated_with_its_nonce_runs_once() {
     assert_eq!(call(&["stop", "n1:1", "6"]).await, "ok");
     assert_eq!(state("n1:1").await.0.as_deref(), Some("w"));
 }
+
+/// Waits (bounded) until `/health` of `node` answers `status`.
+async fn wait_health(node: &TestServer, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(node.http_addr(), "localhost", "/health")
+        .await
+        .status
+        != status
+    {
+        assert!(Instant::now() < deadline, "/health never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Relays across nodes are lost while Redis is away, but they give their
+/// sender's credit back (and a partner that has written everything it got
+/// gives its whole window back when told of a stall): more than a window of
+/// lost relays must not leave the pair without credit, which would get the
+/// receiver closed as not reading once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_lost_while_redis_is_away_give_their_credit_back() {
+    let (mut redis, a, _b, mut ann, mut bob, id) = cross_pair().await;
+    redis.stop();
+    wait_health(&a, 503).await;
+    // 160 KB of offers: more than the window (128 KiB), all lost.
+    let sdp = "x".repeat(8_000);
+    for _ in 0..20 {
+        send(&mut ann, offer(id, &sdp)).await;
+    }
+    ping(&mut ann, 1).await;
+    redis.restart();
+    wait_health(&a, 200).await;
+    // The receiving node subscribes to its inbox again (with back-off):
+    // probe until relays arrive, then drain up to a marker.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        send(&mut ann, offer(id, "probe")).await;
+        let arrived = tokio::time::timeout(Duration::from_millis(300), bob.next_event()).await;
+        if let Ok(Some(quicmatch::client::Event::Message(ServerMsg::Offer { .. }))) = arrived {
+            break;
+        }
+        assert!(Instant::now() < deadline, "relays never crossed again");
+    }
+    send(&mut ann, offer(id, "marker")).await;
+    while next_msg(&mut bob).await
+        != (ServerMsg::Offer {
+            match_id: id,
+            sdp: "marker".into(),
+        })
+    {}
+    // Another window's worth goes through, in order, and no one is closed.
+    for i in 0..20 {
+        send(&mut ann, offer(id, &format!("after {i} {sdp}"))).await;
+    }
+    for i in 0..20 {
+        assert_eq!(
+            next_msg(&mut bob).await,
+            ServerMsg::Offer {
+                match_id: id,
+                sdp: format!("after {i} {sdp}")
+            }
+        );
+    }
+    ping(&mut ann, 2).await;
+    ping(&mut bob, 3).await;
+}

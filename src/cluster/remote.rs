@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::bus::Bus;
+use super::bus::{Bus, Refund};
 use super::wire::Unit;
 use crate::peer::{ITEM_OVERHEAD, Peer, RELAY_STALL_TIMEOUT};
 use crate::registry::SessionId;
@@ -24,7 +24,7 @@ pub struct RemotePartner {
     session: SessionId,
     match_id: u64,
     bus: Bus,
-    window: Semaphore,
+    window: Arc<Semaphore>,
     size: usize,
 }
 
@@ -43,36 +43,57 @@ impl RemotePartner {
             session,
             match_id,
             bus,
-            window: Semaphore::new(window),
+            window: Arc::new(Semaphore::new(window)),
             size: window,
         }
     }
 
-    /// Sends a relay once the window has room for it. A partner that gives
-    /// no credit back in time is not reading: its node is told to close it.
+    /// Sends a relay once the window has room for it. If no credit comes
+    /// back in time, the partner's node is told ([`Unit::Stalled`]): it
+    /// closes a partner that is not reading, or gives the whole window back
+    /// if the credit was lost on the way; if none comes even then, the
+    /// frame is dropped (its partner is being closed). While Redis is away
+    /// no credit can come back and the frame would be lost anyway: it is
+    /// dropped and no one is blamed.
     pub async fn relay(&self, sender: &Peer, frame: Bytes) {
         let cost = u32::try_from(frame.len() + ITEM_OVERHEAD).unwrap_or(u32::MAX);
-        let credit = tokio::select! {
-            biased;
-            _ = sender.close_requested() => return,
-            credit = tokio::time::timeout(RELAY_STALL_TIMEOUT, self.window.acquire_many(cost)) => credit,
-        };
-        let unit = match credit {
-            Ok(Ok(permit)) => {
-                permit.forget();
-                Unit::Relay {
-                    session: self.session,
-                    match_id: self.match_id,
-                    frame,
+        let mut told = false;
+        loop {
+            let credit = tokio::select! {
+                biased;
+                _ = sender.close_requested() => return,
+                credit = tokio::time::timeout(RELAY_STALL_TIMEOUT, self.window.acquire_many(cost)) => credit,
+            };
+            match credit {
+                Ok(Ok(permit)) => {
+                    permit.forget();
+                    let unit = Unit::Relay {
+                        session: self.session,
+                        match_id: self.match_id,
+                        frame,
+                    };
+                    // A relay that cannot be published gives its credit back.
+                    let refund = Refund {
+                        window: self.window.clone(),
+                        permits: cost as usize,
+                    };
+                    let _ = self.bus.send(self.node.clone(), unit, Some(refund)).await;
+                    return;
+                }
+                Ok(Err(_closed)) => return,
+                Err(_elapsed) if told || !self.bus.is_healthy() => return,
+                Err(_elapsed) => {
+                    let unit = Unit::Stalled {
+                        session: self.session,
+                        match_id: self.match_id,
+                    };
+                    if self.bus.send(self.node.clone(), unit, None).await.is_err() {
+                        return;
+                    }
+                    told = true;
                 }
             }
-            Ok(Err(_closed)) => return,
-            Err(_elapsed) => Unit::Stalled {
-                session: self.session,
-                match_id: self.match_id,
-            },
-        };
-        let _ = self.bus.send(self.node.clone(), unit).await;
+        }
     }
 
     /// Sends a chat datagram, or drops it when the bus is full.
@@ -106,6 +127,6 @@ impl RemotePartner {
         let node = self.node.clone();
         // Rare (a quarter window at a time) and must not be lost to a full
         // queue, so it waits for room on its own.
-        tokio::spawn(async move { bus.send(node, unit).await });
+        tokio::spawn(async move { bus.send(node, unit, None).await });
     }
 }

@@ -255,7 +255,17 @@ impl Hub {
                 }
                 Unit::Stalled { match_id, .. } => {
                     if let Routing::Deliver(_) = peer.route(match_id) {
-                        peer.request_close(CloseCode::Abuse, "not reading the signaling stream");
+                        if peer.has_unwritten_relays() {
+                            peer.request_close(
+                                CloseCode::Abuse,
+                                "not reading the signaling stream",
+                            );
+                        } else if let Some(remote) = peer.remote_partner(match_id) {
+                            // It has written everything it was sent: the
+                            // partner's credit was lost on the way (Redis
+                            // away). The whole window goes back.
+                            remote.return_credit(peer.relay_window());
+                        }
                     }
                 }
                 event => {

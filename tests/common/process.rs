@@ -49,7 +49,9 @@ pub async fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         let mut ready = Some(ready_tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            let up = line.contains("HTTP sidecar on");
+            // The certificate is the last thing a starting server logs.
+            let up = line.contains("self-signed certificate, sha-256")
+                || line.contains("certificate from files");
             lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             if up && let Some(ready) = ready.take() {
                 let _ = ready.send(());
