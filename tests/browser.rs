@@ -11,10 +11,16 @@
 //!   matched with the third, and video flows again.
 //!
 //! The call test runs inside a loopback-only network namespace when it can (see
-//! [`run_in_loopback_netns`]). Needs Debian's `chromium` and `chromium-driver`;
-//! docs/browser.md says how to run this elsewhere. On failure each page's log
-//! (`window.__log`) is printed and a screenshot saved in `target/browser-failures/`.
+//! [`run_in_loopback_netns`]). Needs Debian's `chromium` and `chromium-driver`:
+//! every test starts with [`browser_ready`], which installs them when they are
+//! missing and it can (root, apt-get), and otherwise skips the test with one
+//! `SKIPPED` line on stderr, or fails it when `CI` or
+//! `QUICMATCH_REQUIRE_BROWSER` is set (see `browser/setup.rs`). docs/browser.md
+//! says how to run this elsewhere. On failure each page's log (`window.__log`)
+//! is printed and a screenshot saved in `target/browser-failures/`.
 
+#[path = "browser/setup.rs"]
+mod setup;
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
@@ -29,6 +35,7 @@ use clap::Parser;
 use quicmatch::config::Config;
 use quicmatch::server::Server;
 use serde_json::Value;
+use setup::browser_ready;
 use tokio::time::{Instant, timeout};
 use webdriver::{Driver, Page};
 
@@ -203,6 +210,9 @@ fn harness_result(what: &str, result: &Value, count_key: &str) -> Result<u64> {
 
 #[test]
 fn js_codec_matches_golden_vectors() {
+    if !browser_ready() {
+        return;
+    }
     let vectors: Value = serde_json::from_str(VECTORS).expect("vectors.json");
     on_static_page("js_codec_matches_golden_vectors", async |page| {
         let script = format!(
@@ -227,6 +237,9 @@ fn js_codec_matches_golden_vectors() {
 
 #[test]
 fn js_session_logic_against_a_scripted_server() {
+    if !browser_ready() {
+        return;
+    }
     on_static_page("js_session_logic_against_a_scripted_server", async |page| {
         let script = format!("return import('/quicmatch.js').then((m) => ({SESSION_HARNESS})(m));");
         let result = page.execute(&script, vec![]).await?;
@@ -360,6 +373,11 @@ fn ms(v: &Value) -> String {
 #[test]
 fn video_call_chat_and_next() {
     const TEST: &str = "video_call_chat_and_next";
+    // Before the namespace: this process installs the browser if need be (the
+    // child, without a network, only looks).
+    if !browser_ready() {
+        return;
+    }
     if run_in_loopback_netns(TEST) {
         return;
     }
