@@ -143,7 +143,7 @@ pub struct Config {
     #[arg(long, env = "REDIS_POOL", default_value = "quicmatch", value_parser = pool_name)]
     pub redis_pool: String,
 
-    /// The URL browsers open a session on this node with (`https://host:port/signal`), announced to the pool so that any node's /api/webtransport can send people here.
+    /// The URL browsers open a session on this node with (`https://host:port/signal`): what /api/webtransport answers (behind NAT or a port mapping, say), and in a pool what this node announces so that any node's /api/webtransport can send people here.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 }

@@ -33,17 +33,21 @@ pub struct SidecarState {
     quic_port: u16,
     metrics: PrometheusHandle,
     history: crate::history::Recorder,
+    /// `--public-url`: the session URL to give, if not built from `Host`.
+    public_url: Option<String>,
 }
 
 impl SidecarState {
     /// State over the server's hub, its pinned hashes, its UDP port, the
-    /// metrics recorder's handle and the dashboard's last hour.
+    /// metrics recorder's handle, the dashboard's last hour and
+    /// `--public-url`.
     pub fn new(
         hub: Arc<Hub>,
         hashes: PinnedHashes,
         quic_port: u16,
         metrics: PrometheusHandle,
         history: crate::history::Recorder,
+        public_url: Option<String>,
     ) -> Self {
         SidecarState {
             hub,
@@ -51,6 +55,7 @@ impl SidecarState {
             quic_port,
             metrics,
             history,
+            public_url,
         }
     }
 }
@@ -269,8 +274,12 @@ async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> 
                 .collect()
         })
         .unwrap_or_default();
+    let url = match &state.public_url {
+        Some(url) => url.clone(),
+        None => format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
+    };
     public_json(WebTransportInfo {
-        url: format!("https://{host}:{}{SIGNAL_PATH}", state.quic_port),
+        url,
         server_certificate_hashes: hashes,
     })
 }

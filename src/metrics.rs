@@ -63,6 +63,7 @@ pub fn install() -> PrometheusHandle {
             // rather than failing the server.
             if metrics::set_global_recorder(recorder).is_ok() {
                 describe();
+                zero_counters();
                 let _ = HOT.set(Hot {
                     relayed: ["offer", "answer", "ice"]
                         .map(|kind| counter!("quicmatch_relayed_frames_total", "kind" => kind)),
@@ -74,6 +75,35 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Creates every counter of a fixed label set at zero, so that a page shows
+/// "none yet" as 0 rather than nothing, and `rate()` sees the first event.
+fn zero_counters() {
+    const HANDSHAKES: [&str; 6] = [
+        "accepted",
+        "at_capacity",
+        "shutting_down",
+        "not_found",
+        "no_stream",
+        "failed",
+    ];
+    for outcome in HANDSHAKES {
+        counter!("quicmatch_handshakes_total", "outcome" => outcome).absolute(0);
+    }
+    for kind in ["join", "stop", "leave"] {
+        counter!("quicmatch_requests_total", "kind" => kind).absolute(0);
+    }
+    counter!("quicmatch_matches_total").absolute(0);
+    for code in ErrorCode::ALL {
+        counter!("quicmatch_errors_total", "code" => code.label()).absolute(0);
+    }
+    for code in CloseCode::ALL {
+        counter!("quicmatch_closes_total", "code" => code.label()).absolute(0);
+    }
+    for kind in ["frame", "datagram"] {
+        counter!("quicmatch_rate_limited_total", "kind" => kind).absolute(0);
+    }
 }
 
 fn describe() {
@@ -108,30 +138,33 @@ fn describe() {
         "quicmatch_handshakes_total",
         "Incoming sessions by outcome: accepted, at_capacity, shutting_down, not_found, no_stream, failed."
     );
-    describe_counter!("quicmatch_requests_total", "Join, Stop and Leave requests.");
+    describe_counter!(
+        "quicmatch_requests_total",
+        "Join, Stop and Leave requests, by kind (join, stop, leave)."
+    );
     describe_counter!(
         "quicmatch_matches_total",
         "Matches made (counted once, on the initiator's node)."
     );
     describe_counter!(
         "quicmatch_relayed_frames_total",
-        "Offer, Answer and Ice frames relayed to a partner."
+        "Frames relayed to a partner, by kind (offer, answer, ice)."
     );
     describe_counter!(
         "quicmatch_chat_datagrams_total",
-        "Chat and ChatAck datagrams forwarded to a partner."
+        "Datagrams forwarded to a partner, by kind (chat, ack)."
     );
     describe_counter!(
         "quicmatch_errors_total",
-        "Error frames sent, by protocol error code."
+        "Error frames sent, by code (bad_frame, invalid_profile, not_joined, already_joined, not_matched, too_large, rate_limited, server_busy)."
     );
     describe_counter!(
         "quicmatch_closes_total",
-        "Sessions closed, by protocol close code."
+        "Sessions closed, by code (normal, protocol_violation, abuse, shutting_down, at_capacity)."
     );
     describe_counter!(
         "quicmatch_rate_limited_total",
-        "Frames and datagrams dropped by the rate limits."
+        "Messages dropped by the rate limits, by kind (frame, datagram)."
     );
     describe_counter!(
         "quicmatch_redis_errors_total",

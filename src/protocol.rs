@@ -101,6 +101,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadFrame,
+        ErrorCode::InvalidProfile,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::NotMatched,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::ServerBusy,
+    ];
+
     /// The code's name, as a metrics label.
     pub fn label(self) -> &'static str {
         match self {
@@ -257,6 +269,15 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code.
+    pub const ALL: [CloseCode; 5] = [
+        CloseCode::Normal,
+        CloseCode::ProtocolViolation,
+        CloseCode::Abuse,
+        CloseCode::ShuttingDown,
+        CloseCode::AtCapacity,
+    ];
+
     /// The numeric code on the wire.
     pub fn code(self) -> u32 {
         self as u32

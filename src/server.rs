@@ -128,7 +128,14 @@ impl Server {
             hub.clone(),
             shutdown.clone(),
         )));
-        let state = SidecarState::new(hub.clone(), hashes.clone(), quic_port, metrics, history);
+        let state = SidecarState::new(
+            hub.clone(),
+            hashes.clone(),
+            quic_port,
+            metrics,
+            history,
+            config.public_url.clone(),
+        );
         for &ip in &config.bind {
             let listener = transport::bind_tcp(ip, http_port)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -204,6 +204,25 @@ protocol_test! {
     }
 }
 
+protocol_test! {
+    /// Behind NAT or a port mapping the operator names the public URL, and
+    /// `/api/webtransport` gives it whatever the `Host` header says.
+    async fn webtransport_endpoint_gives_the_public_url_when_set() {
+        let public = "https://chat.example.org:443/signal";
+        let server = start_server(&["--public-url", public]).await;
+        let addr = server.http_addr();
+        let body = get_json(addr, &host_header(addr), "/api/webtransport").await;
+        assert_eq!(
+            body,
+            json!({
+                "url": public,
+                "serverCertificateHashes": hashes_json(&server),
+            })
+        );
+        server.shutdown().await;
+    }
+}
+
 /// Opens a session as a page does: URL and hash from `/api/webtransport`.
 async fn connect_like_a_page(http: SocketAddr) -> Client {
     let body = get_json(http, &host_header(http), "/api/webtransport").await;

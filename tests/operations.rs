@@ -312,6 +312,9 @@ async fn metrics_count_what_sessions_do() {
     expect("quicmatch_relayed_frames_total{kind=\"offer\"}", 2.0);
     expect("quicmatch_chat_datagrams_total{kind=\"chat\"}", 1.0);
     expect("quicmatch_errors_total{code=\"not_matched\"}", 1.0);
+    // Codes not seen yet are there, at zero.
+    expect("quicmatch_errors_total{code=\"too_large\"}", 0.0);
+    expect("quicmatch_handshakes_total{outcome=\"at_capacity\"}", 0.0);
     expect("quicmatch_relay_seconds_count", 2.0);
     expect("quicmatch_match_wait_seconds_count", 2.0);
     expect("quicmatch_session_setup_seconds_count", 2.0);
