@@ -52,11 +52,15 @@ pub struct Limits {
 }
 
 /// Serves one incoming session to its end; never panics on client input.
-/// Everything it logs is inside a `session` span carrying its id, and its
-/// writer logs each match it enters (with the match id), so one person's
-/// story can be followed (at debug level; nothing personal at info).
+/// Everything it logs is inside a `session` span carrying its id and its
+/// current match id, and its writer logs each match it enters, so one
+/// person's story can be followed (at debug level; nothing personal at info).
 pub async fn serve(incoming: IncomingSession, hub: Arc<Hub>, limits: Limits) {
-    let span = tracing::info_span!("session", id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "session",
+        id = tracing::field::Empty,
+        match_id = tracing::field::Empty
+    );
     let served = serve_inner(incoming, hub, limits).instrument(span).await;
     if let Err(error) = served {
         debug!(%error, "session ended");
@@ -428,6 +432,8 @@ async fn write_loop(
                 Outbound::MatchChanged(id) => {
                     match id {
                         Some(match_id) => {
+                            // From here on, every line of this session names its match.
+                            tracing::Span::current().record("match_id", match_id);
                             debug!(match_id, "matched");
                             metrics::matched(peer.take_wait());
                         }

@@ -240,6 +240,23 @@ async fn json_logs_follow_a_session_and_its_matches_without_personal_data() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(sessions_in_match.len(), 2, "both sessions logged the match");
+    // Later lines of those sessions carry the match id in their span: the
+    // end of the match (after Ann's Stop) is logged within it.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let found = node.log_lines().iter().any(|line| {
+            let l: Value = serde_json::from_str(line).unwrap_or_default();
+            l["fields"]["message"] == "match ended" && l["span"]["match_id"] == id
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line names the match in its span"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_ne!(sessions_in_match[0], sessions_in_match[1]);
 }
 

@@ -26,9 +26,23 @@ function label(key, name) {
   return m ? m[1] : '';
 }
 
-/** Per-minute rate of the total `series` between samples i-1 and i. */
+/** Shortest span a rate or percentile is taken over, in ms. */
+const MIN_SPAN_MS = 5_000;
+
+/**
+ * The sample a rate ending at sample i starts from: the one before it, or
+ * further back when that one is too close (the last sample is "now", taken
+ * moments after the last kept one).
+ */
+function base(samples, i) {
+  let j = i - 1;
+  while (j > 0 && samples[i].t - samples[j].t < MIN_SPAN_MS) j -= 1;
+  return samples[j];
+}
+
+/** Per-minute rate of the total `series` up to sample i. */
 function perMinute(samples, i, series) {
-  const [a, b] = [samples[i - 1], samples[i]];
+  const [a, b] = [base(samples, i), samples[i]];
   const minutes = (b.t - a.t) / 60_000;
   if (minutes <= 0) return 0;
   // A restarted server starts its totals again.
@@ -78,12 +92,12 @@ export function derive(samples) {
     matches: [{ name: 'matches / min', points: rated((i) => perMinute(samples, i, 'quicmatch_matches_total')) }],
     wait: [0.5, 0.99].map((q) => ({
       name: `p${q * 100}`,
-      points: rated((i) => quantile(samples[i - 1], samples[i], 'quicmatch_match_wait_seconds', q)),
+      points: rated((i) => quantile(base(samples, i), samples[i], 'quicmatch_match_wait_seconds', q)),
     })),
     relay: [0.5, 0.99].map((q) => ({
       name: `p${q * 100}`,
       points: rated((i) => {
-        const v = quantile(samples[i - 1], samples[i], 'quicmatch_relay_seconds', q);
+        const v = quantile(base(samples, i), samples[i], 'quicmatch_relay_seconds', q);
         return v === null ? null : v * 1000;
       }),
     })),
@@ -122,7 +136,7 @@ function draw(id, lines) {
   const all = lines.flatMap((l) => l.points.filter(([, v]) => v !== null));
   const pad = { left: 48, right: 8, top: 8, bottom: 20 };
   const now = Date.now();
-  const [t0, t1] = [now - 3_600_000, now];
+  const [t0, t1] = [now - rangeMinutes() * 60_000, now];
   const highest = Math.max(0, ...all.map(([, v]) => v));
   // An empty or all-zero chart still gets a readable 0…1 scale.
   const top = highest > 0 ? highest * 1.1 : 1;
@@ -140,7 +154,9 @@ function draw(id, lines) {
     g.stroke();
     g.fillText(format(v), 4, y(v) + 4);
   }
-  for (const minutes of [60, 45, 30, 15, 0]) {
+  const range = rangeMinutes();
+  for (const k of [4, 3, 2, 1, 0]) {
+    const minutes = (range / 4) * k;
     g.fillText(minutes ? `-${minutes} min` : 'now', x(now - minutes * 60_000) - (minutes ? 18 : 22), height - 4);
   }
   legend.replaceChildren();
@@ -169,6 +185,12 @@ function draw(id, lines) {
   });
   canvas.dataset.points = String(drawn);
   return drawn;
+}
+
+/** The time range shown, in minutes: 60, or 15 or 5 from the page's hash (#15m). */
+function rangeMinutes() {
+  const chosen = Number(location.hash.match(/^#(\d+)m$/)?.[1]);
+  return [5, 15, 60].includes(chosen) ? chosen : 60;
 }
 
 /** A number, short. */
@@ -222,4 +244,5 @@ async function refresh() {
 
 refresh();
 setInterval(refresh, REFRESH_MS);
+window.addEventListener('hashchange', () => refresh());
 window.addEventListener('resize', () => refresh());
