@@ -155,11 +155,12 @@ function draw(id, lines) {
     g.fillText(format(v), 4, y(v) + 4);
   }
   const range = rangeMinutes();
-  for (const k of [4, 3, 2, 1, 0]) {
-    const minutes = (range / 4) * k;
+  const step = { 5: 1, 15: 5, 60: 15 }[range];
+  for (let minutes = range; minutes >= 0; minutes -= step) {
     g.fillText(minutes ? `-${minutes} min` : 'now', x(now - minutes * 60_000) - (minutes ? 18 : 22), height - 4);
   }
   legend.replaceChildren();
+  if (lines.length === 0) legend.textContent = 'none in this range';
   let drawn = 0;
   lines.forEach((line, n) => {
     const color = css(COLORS[n % COLORS.length]);
@@ -196,6 +197,8 @@ function rangeMinutes() {
 /** A number, short. */
 function format(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
   if (Number.isInteger(v)) return String(v);
   if (Math.abs(v) >= 100) return Math.round(v).toString();
   if (Math.abs(v) >= 1) return v.toFixed(1);
@@ -231,7 +234,12 @@ async function refresh() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const history = await response.json();
     const derived = derive(history.samples);
-    for (const [id, lines] of Object.entries(derived.lines)) draw(id, lines);
+    const since = Date.now() - rangeMinutes() * 60_000;
+    const seen = (line) => line.points.some(([t, v]) => t >= since && v > 0);
+    for (const [id, lines] of Object.entries(derived.lines)) {
+      // Codes are many and mostly silent: only those seen in the range.
+      draw(id, id === 'codes' ? lines.filter(seen) : lines);
+    }
     showNow(derived);
     status.classList.remove('bad');
     status.textContent = `${derived.pooled ? 'shared pool' : 'one server'} · updated ${new Date().toLocaleTimeString()}`;
