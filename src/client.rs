@@ -68,6 +68,14 @@ impl Discovery {
     }
 }
 
+/// `url` with a join token in its query (`/signal?token=…`), for a server
+/// that requires one (`--jwt-secret`, `--jwt-public-key`). Tokens expire:
+/// fetch a fresh one from the site's backend for every connection.
+pub fn with_token(url: &str, token: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}token={token}")
+}
+
 /// Asks a server's HTTP sidecar (`http_base`, e.g. `http://localhost:5000`)
 /// for its session URL and certificate hashes, as a browser page does.
 pub async fn discover(http_base: &str) -> anyhow::Result<Discovery> {

@@ -126,6 +126,22 @@ pub struct Config {
     #[arg(long, env = "TURN_LABEL", default_value = "quicmatch")]
     pub turn_label: String,
 
+    /// Origins (`scheme://host[:port]`) whose pages may open sessions, repeatable or comma-separated; `*` allows any. Default: pages on a loopback host or on one of this server's names (--cert-name, the host of --public-url). Requests without an Origin (native clients) are not affected.
+    #[arg(
+        long = "allowed-origin",
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Require a join token signed with this HS256 secret (at least 32 bytes) in the session URL (`/signal?token=…`); with --jwt-public-key, either may sign.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Require a join token signed with the private half of this PEM public key (ES256 on P-256, or EdDSA on Ed25519).
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
     /// Join a matching pool shared by several nodes through Redis (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). With --redis-cluster, one or more seed nodes of a Redis Cluster, repeatable or comma-separated. Without it, this process is the whole pool.
     #[arg(
         long = "redis",

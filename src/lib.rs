@@ -10,7 +10,8 @@
 //! - [`registry`]: the matching state machine (sans I/O).
 //! - [`hub`]: the matching pool plus the sessions' [`peer`] handles, under one lock;
 //!   [`cluster`]: the pool shared by several nodes through Redis.
-//! - [`session`]: one task per session; [`ratelimit`]: its flood guard.
+//! - [`session`]: one task per session; [`ratelimit`]: its flood guard;
+//!   [`admission`]: who may open one (origins, join tokens).
 //! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`];
 //!   [`certs`]: certificate renewal and reload.
 //! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`history`]:
@@ -19,6 +20,7 @@
 //! - [`client`]: a native Rust client.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod certs;
 pub mod client;
 pub mod cluster;

@@ -80,11 +80,12 @@ pub fn install() -> PrometheusHandle {
 /// Creates every counter of a fixed label set at zero, so that a page shows
 /// "none yet" as 0 rather than nothing, and `rate()` sees the first event.
 fn zero_counters() {
-    const HANDSHAKES: [&str; 6] = [
+    const HANDSHAKES: [&str; 7] = [
         "accepted",
         "at_capacity",
         "shutting_down",
         "not_found",
+        "forbidden",
         "no_stream",
         "failed",
     ];
@@ -136,7 +137,7 @@ fn describe() {
     );
     describe_counter!(
         "quicmatch_handshakes_total",
-        "Incoming sessions by outcome: accepted, at_capacity, shutting_down, not_found, no_stream, failed."
+        "Incoming sessions by outcome: accepted, at_capacity, shutting_down, not_found, forbidden (origin or join token), no_stream, failed."
     );
     describe_counter!(
         "quicmatch_requests_total",

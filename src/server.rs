@@ -14,6 +14,7 @@ use wtransport::config::ServerConfigBuilder;
 use wtransport::config::states::WantsIdentity;
 use wtransport::{Endpoint, ServerConfig};
 
+use crate::admission::Admission;
 use crate::certs::{Certificates, ServerEndpoint};
 use crate::cluster::heartbeat::Announcement;
 use crate::cluster::{Cluster, Target};
@@ -172,11 +173,16 @@ impl Server {
             }
             info!(node = %cluster.node(), pool = %config.redis_pool, "node of a shared matching pool");
         }
+        let admission = Arc::new(Admission::from_config(&config)?);
+        if admission.requires_token() {
+            info!("sessions need a join token");
+        }
         for endpoint in &endpoints {
             tasks.push(tokio::spawn(accept_loop(
                 endpoint.clone(),
                 hub.clone(),
                 limits,
+                admission.clone(),
                 sessions.clone(),
                 shutdown.clone(),
             )));
@@ -352,6 +358,7 @@ async fn accept_loop(
     endpoint: Arc<ServerEndpoint>,
     hub: Arc<Hub>,
     limits: Limits,
+    admission: Arc<Admission>,
     sessions: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -361,6 +368,11 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             incoming = endpoint.accept() => incoming,
         };
-        sessions.spawn(session::serve(incoming, hub.clone(), limits));
+        sessions.spawn(session::serve(
+            incoming,
+            hub.clone(),
+            limits,
+            admission.clone(),
+        ));
     }
 }

@@ -13,13 +13,14 @@ use tracing::{Instrument, debug};
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
+use crate::admission::{Admission, Decision};
 use crate::codec::{self, DecodeError, FrameDecoder, encode_frame};
 use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
 use crate::peer::{Outbound, Peer, Routing};
 use crate::protocol::{
     ClientMsg, CloseCode, Datagram, ErrorCode, MAX_CHAT_LEN, MAX_CLOSE_REASON_LEN,
-    MAX_ICE_FIELD_LEN, MAX_SDP_LEN, SIGNAL_PATH, ServerMsg,
+    MAX_ICE_FIELD_LEN, MAX_SDP_LEN, ServerMsg,
 };
 use crate::ratelimit::{FloodGuard, Kind, Verdict};
 use crate::registry::RefusedError;
@@ -51,17 +52,26 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
 }
 
-/// Serves one incoming session to its end; never panics on client input.
+/// Serves one incoming session to its end, if `admission` lets it in; never
+/// panics on client input.
 /// Everything it logs is inside a `session` span carrying its id and its
 /// current match id, and its writer logs each match it enters, so one
 /// person's story can be followed (at debug level; nothing personal at info).
-pub async fn serve(incoming: IncomingSession, hub: Arc<Hub>, limits: Limits) {
+pub async fn serve(
+    incoming: IncomingSession,
+    hub: Arc<Hub>,
+    limits: Limits,
+    admission: Arc<Admission>,
+) {
     let span = tracing::info_span!(
         "session",
         id = tracing::field::Empty,
-        match_id = tracing::field::Empty
+        match_id = tracing::field::Empty,
+        sub = tracing::field::Empty
     );
-    let served = serve_inner(incoming, hub, limits).instrument(span).await;
+    let served = serve_inner(incoming, hub, limits, &admission)
+        .instrument(span)
+        .await;
     if let Err(error) = served {
         debug!(%error, "session ended");
     }
@@ -71,21 +81,34 @@ async fn serve_inner(
     incoming: IncomingSession,
     hub: Arc<Hub>,
     limits: Limits,
+    admission: &Admission,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + HANDSHAKE_TIMEOUT;
     let handshake = async {
         let request = timeout_at(deadline, incoming).await??;
-        if request.path() != SIGNAL_PATH {
-            let _ = timeout_at(deadline, request.not_found()).await;
-            return Ok(None);
+        match admission.check(request.path(), request.origin()) {
+            Decision::Admit { subject } => {
+                if let Some(subject) = subject {
+                    tracing::Span::current().record("sub", subject);
+                }
+            }
+            Decision::NotFound => {
+                let _ = timeout_at(deadline, request.not_found()).await;
+                return Ok(Err("not_found"));
+            }
+            Decision::Forbidden(why) => {
+                debug!(why, origin = request.origin(), "session refused");
+                let _ = timeout_at(deadline, request.forbidden()).await;
+                return Ok(Err("forbidden"));
+            }
         }
-        anyhow::Ok(Some(timeout_at(deadline, request.accept()).await??))
+        anyhow::Ok(Ok(timeout_at(deadline, request.accept()).await??))
     };
     let connection = match handshake.await {
-        Ok(Some(connection)) => connection,
-        Ok(None) => {
-            metrics::handshake("not_found");
+        Ok(Ok(connection)) => connection,
+        Ok(Err(outcome)) => {
+            metrics::handshake(outcome);
             return Ok(());
         }
         Err(error) => {

@@ -522,6 +522,9 @@ export async function fetchTransportInfo(base = globalThis.location?.href, fetch
 /**
  * @typedef {object} SessionOptions
  * @property {string|URL} [base] where `/api/webtransport` is fetched from (default: the page's URL)
+ * @property {string|(() => string|Promise<string>)} [token] a join token for a server that requires one
+ *   (`--jwt-secret`/`--jwt-public-key`), or a function that fetches a fresh one from the site's backend;
+ *   the function is called before every connection attempt, since tokens expire
  * @property {number} [initialBackoffMs] first reconnect delay after a lost connection (default 1000)
  * @property {number} [maxBackoffMs] longest reconnect delay (default 30000)
  * @property {number} [capacityBackoffMs] shortest delay after `Closing` code 4, server at capacity (default 5000)
@@ -533,7 +536,7 @@ export async function fetchTransportInfo(base = globalThis.location?.href, fetch
  * @property {(level: 'debug'|'info'|'warn', message: string) => void} [logger] receives the session's diagnostics
  */
 
-/** @type {Required<Omit<SessionOptions, 'base'|'logger'>>} */
+/** @type {Required<Omit<SessionOptions, 'base'|'logger'|'token'>>} */
 const DEFAULTS = {
   initialBackoffMs: 1000,
   maxBackoffMs: 30000,
@@ -579,7 +582,9 @@ export class QuicmatchSession extends EventTarget {
   /** @param {SessionOptions} [options] */
   constructor(options = {}) {
     super();
-    const { base, logger, ...rest } = options;
+    const { base, logger, token, ...rest } = options;
+    /** @private */
+    this.token = token;
     /** @private */
     this.opts = { ...DEFAULTS, ...rest };
     /** @private */
@@ -786,7 +791,9 @@ export class QuicmatchSession extends EventTarget {
     try {
       const info = await fetchTransportInfo(this.base);
       const options = info.serverCertificateHashes.length ? { serverCertificateHashes: info.serverCertificateHashes } : {};
-      transport = new WebTransport(info.url, options);
+      const token = typeof this.token === 'function' ? await this.token() : this.token;
+      const url = token ? `${info.url}${info.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : info.url;
+      transport = new WebTransport(url, options);
       // `closed` rejects too when `ready` does; that case is handled below.
       transport.closed.catch(() => {});
       await transport.ready;
