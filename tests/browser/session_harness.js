@@ -274,6 +274,25 @@
       check(FakeTransport.all.length === 2, 'no reconnect after a user close');
     }
 
+    // --- join tokens: a fresh one for every connection attempt, in the URL ---------
+    {
+      FakeTransport.all = [];
+      let minted = 0;
+      const { s } = newSession({ token: async () => `tok.en-${++minted}` });
+      await s.connect();
+      const t = FakeTransport.all[0];
+      check(t.url === 'https://localhost:4433/signal?token=tok.en-1', `token url ${t.url}`);
+      t.serverClose();
+      await until(() => FakeTransport.all.length === 2, 'reconnected with a token');
+      check(FakeTransport.all[1].url === 'https://localhost:4433/signal?token=tok.en-2', `fresh token ${FakeTransport.all[1].url}`);
+      s.close();
+      FakeTransport.all = [];
+      const fixed = newSession({ token: 'a b' }).s;
+      await fixed.connect();
+      check(FakeTransport.all[0].url === 'https://localhost:4433/signal?token=a%20b', `string token ${FakeTransport.all[0].url}`);
+      fixed.close();
+    }
+
     // --- a frame with an impossible length: the client closes with code 1 ----------
     {
       FakeTransport.all = [];
