@@ -83,24 +83,35 @@ pub const RELAY_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 impl Partner {
     /// Forwards `frame` (a relay of match `match_id`, already encoded as the
     /// server's frame) from `sender`. While the partner has no room the
-    /// sender waits (and reads nothing more); a partner that makes no room in
-    /// time is not reading and is closed.
+    /// sender waits (and reads nothing more). A partner whose connection
+    /// sends no stream data for [`RELAY_STALL_TIMEOUT`] (its client reads
+    /// nothing, so flow control lets nothing out) is not reading and is
+    /// closed; one that reads, however slowly, only slows the sender.
     pub async fn relay(&self, sender: &Peer, match_id: u64, frame: Bytes) {
         let partner = match self {
             Partner::Local(partner) => partner,
             Partner::Remote(remote) => return remote.relay(sender, frame).await,
         };
         // The usual case costs no timer and no waiter.
-        let Err(full) = partner.try_push_relay(match_id, frame) else {
+        let Err(mut full) = partner.try_push_relay(match_id, frame) else {
             return;
         };
-        let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
-        tokio::select! {
-            biased;
-            _ = sender.close_requested() => {}
-            pushed = partner.push_relay_when_room(full, deadline) => {
-                if pushed.is_err() {
+        loop {
+            let sent_before = partner.stream_frames_sent();
+            let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
+            let pushed = tokio::select! {
+                biased;
+                _ = sender.close_requested() => return,
+                pushed = partner.push_relay_when_room(full, deadline) => pushed,
+            };
+            match pushed {
+                Ok(()) => return,
+                // Slow but reading: the sender (a flooder, say) waits on;
+                // only it is slowed down.
+                Err((_, item)) if partner.stream_frames_sent() > sent_before => full = item,
+                Err(_) => {
                     partner.request_close(CloseCode::Abuse, "not reading the signaling stream");
+                    return;
                 }
             }
         }
@@ -313,7 +324,7 @@ impl Peer {
         &self,
         mut item: Outbound,
         deadline: Instant,
-    ) -> Result<(), RelayStalled> {
+    ) -> Result<(), (RelayStalled, Outbound)> {
         loop {
             let room = self.relay_room.notified();
             tokio::pin!(room);
@@ -327,9 +338,16 @@ impl Peer {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
-                return Err(RelayStalled);
+                return Err((RelayStalled, item));
             }
         }
+    }
+
+    /// STREAM frames this session's connection has sent so far: while its
+    /// client reads, however slowly, flow control lets more out and this
+    /// grows; a client that reads nothing keeps it still.
+    pub fn stream_frames_sent(&self) -> u64 {
+        self.connection.quic_connection().stats().frame_tx.stream
     }
 
     /// The writer has taken `item` off the queue (written or dropped it).
@@ -404,6 +422,14 @@ impl Peer {
                 .as_ref()
                 .map(|r| r.match_id)
                 .or(slot.last_ended);
+        }
+        if let Some(Route {
+            partner: PartnerLink::Remote(ended),
+            ..
+        }) = &slot.current
+        {
+            // A relay waiting for the ended match's credit gives up.
+            ended.end();
         }
         slot.current = route;
         self.remote_written.store(0, Ordering::Relaxed);

@@ -423,3 +423,52 @@ protocol_test! {
         server.shutdown().await;
     }
 }
+
+protocol_test! {
+    /// A partner flooding large offers at a victim that reads, but slowly
+    /// (its client's window keeps the server's writer blocked for longer
+    /// than the stall timeout), slows only the flooder: the victim is not
+    /// closed and loses nothing.
+    async fn a_flooded_victim_that_reads_slowly_is_not_closed() {
+        let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
+        let mut transport = wtransport::config::QuicTransportConfig::default();
+        transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
+        transport.receive_window(wtransport::quinn::VarInt::from_u32(64 * 1024));
+        let mut ann = RawSession::connect(&server, Some(transport)).await;
+        ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female))).await;
+        assert!(matches!(ann.next_msg().await, ServerMsg::Waiting { .. }));
+        let mut bob = connect(&server).await;
+        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+        assert_eq!(match_id(&ann.next_msg().await), id);
+
+        const OFFERS: u32 = 12;
+        let flood = tokio::spawn(async move {
+            for n in 0..OFFERS {
+                let sdp = format!("{n:05}{}", "o".repeat(32_000));
+                send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
+            }
+            bob
+        });
+        // 4 KB every 200 ms (20 KB/s) for 5 s: the flooder waits for room
+        // well over the 2 s stall timeout at a time.
+        for _ in 0..25 {
+            ann.read_some(4096).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Then at full speed: every offer, in order, and no Closing.
+        for n in 0..OFFERS {
+            match ann.next_msg().await {
+                ServerMsg::Offer { match_id, sdp } => {
+                    assert_eq!(match_id, id);
+                    assert_eq!(&sdp[..5], format!("{n:05}"), "offers out of order");
+                }
+                other => panic!("expected offer {n}, got {other:?}"),
+            }
+        }
+        let mut bob = flood.await.expect("flooder");
+        ping(&mut bob, 1).await;
+        ann.send_msg(&ClientMsg::Ping { nonce: 2 }).await;
+        assert_eq!(ann.next_msg().await, ServerMsg::Pong { nonce: 2 });
+        server.shutdown().await;
+    }
+}

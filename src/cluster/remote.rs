@@ -48,16 +48,16 @@ impl RemotePartner {
         }
     }
 
-    /// Sends a relay once the window has room for it. If no credit comes
-    /// back in time, the partner's node is told ([`Unit::Stalled`]): it
-    /// closes a partner that is not reading, or gives the whole window back
-    /// if the credit was lost on the way; if none comes even then, the
-    /// frame is dropped (its partner is being closed). While Redis is away
-    /// no credit can come back and the frame would be lost anyway: it is
-    /// dropped and no one is blamed.
+    /// Sends a relay once the window has room for it, however long that
+    /// takes: every [`RELAY_STALL_TIMEOUT`] without credit, the partner's
+    /// node is told ([`Unit::Stalled`]); it closes a partner that reads
+    /// nothing (the match then ends, and this wait with it), and gives the
+    /// whole window back if the credit was lost on the way. A partner that
+    /// reads slowly only slows this sender. While Redis is away no credit
+    /// can come back and the frame would be lost anyway: it is dropped and
+    /// no one is blamed.
     pub async fn relay(&self, sender: &Peer, frame: Bytes) {
         let cost = u32::try_from(frame.len() + ITEM_OVERHEAD).unwrap_or(u32::MAX);
-        let mut told = false;
         loop {
             let credit = tokio::select! {
                 biased;
@@ -80,8 +80,9 @@ impl RemotePartner {
                     let _ = self.bus.send(self.node.clone(), unit, Some(refund)).await;
                     return;
                 }
+                // The match ended.
                 Ok(Err(_closed)) => return,
-                Err(_elapsed) if told || !self.bus.is_healthy() => return,
+                Err(_elapsed) if !self.bus.is_healthy() => return,
                 Err(_elapsed) => {
                     let unit = Unit::Stalled {
                         session: self.session,
@@ -90,10 +91,14 @@ impl RemotePartner {
                     if self.bus.send(self.node.clone(), unit, None).await.is_err() {
                         return;
                     }
-                    told = true;
                 }
             }
         }
+    }
+
+    /// The match is over: a relay still waiting for credit gives up.
+    pub fn end(&self) {
+        self.window.close();
     }
 
     /// Sends a chat datagram, or drops it when the bus is full.

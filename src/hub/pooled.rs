@@ -256,10 +256,7 @@ impl Hub {
                 Unit::Stalled { match_id, .. } => {
                     if let Routing::Deliver(_) = peer.route(match_id) {
                         if peer.has_unwritten_relays() {
-                            peer.request_close(
-                                CloseCode::Abuse,
-                                "not reading the signaling stream",
-                            );
+                            tokio::spawn(close_if_not_reading(peer.clone(), match_id));
                         } else if let Some(remote) = peer.remote_partner(match_id) {
                             // It has written everything it was sent: the
                             // partner's credit was lost on the way (Redis
@@ -696,5 +693,20 @@ impl InboxHandler for Inbox {
         if let Some(hub) = self.hub.upgrade() {
             hub.inbox_gap.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+/// A partner on another node found no credit for a while and `peer` has
+/// relays waiting unwritten: closes `peer` if its connection sends no stream
+/// data for the next [`RELAY_STALL_TIMEOUT`] (its client reads nothing). One
+/// that reads, however slowly, is left alone; its partner only waits.
+///
+/// [`RELAY_STALL_TIMEOUT`]: crate::peer::RELAY_STALL_TIMEOUT
+async fn close_if_not_reading(peer: Arc<crate::peer::Peer>, match_id: u64) {
+    let before = peer.stream_frames_sent();
+    tokio::time::sleep(crate::peer::RELAY_STALL_TIMEOUT).await;
+    let still_matched = matches!(peer.route(match_id), Routing::Deliver(_));
+    if still_matched && peer.has_unwritten_relays() && peer.stream_frames_sent() == before {
+        peer.request_close(CloseCode::Abuse, "not reading the signaling stream");
     }
 }

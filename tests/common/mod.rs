@@ -523,6 +523,20 @@ impl RawSession {
         .expect("message in time")
     }
 
+    /// Reads at most `max` bytes of the signaling stream (whatever has
+    /// arrived, waiting for some), keeping them for [`RawSession::next_msg`]:
+    /// a client that reads slowly.
+    pub async fn read_some(&mut self, max: usize) -> usize {
+        let mut chunk = vec![0u8; max];
+        let n = tokio::time::timeout(STEP, self.recv.read(&mut chunk))
+            .await
+            .expect("bytes in time")
+            .expect("read")
+            .expect("stream open");
+        self.decoder.buffer().extend_from_slice(&chunk[..n]);
+        n
+    }
+
     /// The next datagram's exact bytes, failing after [`STEP`].
     pub async fn next_datagram(&self) -> bytes::Bytes {
         tokio::time::timeout(STEP, self.connection.receive_datagram())
