@@ -97,11 +97,21 @@ impl Partner {
             return;
         };
         loop {
+            // Registered before the check, so no change is missed: a wait
+            // ends as soon as the match does, or the partner goes.
+            let route_changed = sender.route_changed.notified();
+            tokio::pin!(route_changed);
+            route_changed.as_mut().enable();
+            if !matches!(sender.route(match_id), Routing::Deliver(_)) {
+                return;
+            }
             let sent_before = partner.stream_frames_sent();
             let deadline = Instant::now() + RELAY_STALL_TIMEOUT;
             let pushed = tokio::select! {
                 biased;
                 _ = sender.close_requested() => return,
+                _ = partner.close_requested() => return,
+                _ = &mut route_changed => return,
                 pushed = partner.push_relay_when_room(full, deadline) => pushed,
             };
             match pushed {
@@ -164,6 +174,8 @@ pub struct Peer {
     relay_bytes: AtomicUsize,
     /// Woken whenever the writer takes relays off the queue.
     relay_room: Notify,
+    /// Woken when this session's route changes (its match begins or ends).
+    route_changed: Notify,
     queue_limit: usize,
     /// Bytes of remote relays written since credit was last returned.
     remote_written: AtomicUsize,
@@ -193,6 +205,7 @@ impl Peer {
             queued_bytes: AtomicUsize::new(0),
             relay_bytes: AtomicUsize::new(0),
             relay_room: Notify::new(),
+            route_changed: Notify::new(),
             queue_limit,
             remote_written: AtomicUsize::new(0),
             ack_credit: AtomicU32::new(0),
@@ -433,6 +446,8 @@ impl Peer {
         }
         slot.current = route;
         self.remote_written.store(0, Ordering::Relaxed);
+        drop(slot);
+        self.route_changed.notify_waiters();
     }
 
     /// Decides where a relay or chat message for `match_id` goes.

@@ -472,3 +472,47 @@ protocol_test! {
         server.shutdown().await;
     }
 }
+
+protocol_test! {
+    /// A sender waiting for room in a partner's full queue stops waiting as
+    /// soon as the match ends: the partner, who left, is not then closed as
+    /// not reading, and the sender is told at once.
+    async fn a_waiting_sender_is_released_when_the_match_ends() {
+        let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
+        let mut transport = wtransport::config::QuicTransportConfig::default();
+        transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
+        transport.receive_window(wtransport::quinn::VarInt::from_u32(64 * 1024));
+        let mut ann = RawSession::connect(&server, Some(transport)).await;
+        ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female))).await;
+        assert!(matches!(ann.next_msg().await, ServerMsg::Waiting { .. }));
+        let mut bob = connect(&server).await;
+        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+        assert_eq!(match_id(&ann.next_msg().await), id);
+
+        // Ann stops reading; Bob floods until he waits for room.
+        let flood = tokio::spawn(async move {
+            for n in 0..10u32 {
+                let sdp = format!("{n:05}{}", "o".repeat(32_000));
+                send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
+            }
+            bob
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Ann leaves the match: Bob is told, and waits again.
+        ann.send_msg(&ClientMsg::Leave).await;
+        let mut bob = flood.await.expect("flooder");
+        expect_left_to_wait(&mut bob, id).await;
+        // Ann was never closed: she reads what is left of her stream (relays
+        // of the match up to her Leave) and is answered.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        ann.send_msg(&ClientMsg::Ping { nonce: 9 }).await;
+        loop {
+            match ann.next_msg().await {
+                ServerMsg::Pong { nonce: 9 } => break,
+                ServerMsg::Offer { .. } => {}
+                other => panic!("Ann got {other:?}"),
+            }
+        }
+        server.shutdown().await;
+    }
+}
