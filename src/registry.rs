@@ -10,6 +10,14 @@ use std::collections::HashMap;
 
 use crate::protocol::{Gender, MAX_AGE, MAX_NAME_CHARS, Profile};
 
+/// Waiters one match attempt examines at most. Only previous partners are
+/// skipped, and many waiters can have one session as theirs (someone who
+/// pressed Next on each of them); the bound keeps a `Join` under the hub's
+/// lock short whatever the queue holds. If none of them is eligible, the
+/// session waits, even if an eligible waiter stands further back. The
+/// shared pool's script has the same bound.
+pub const MATCH_SCAN_LIMIT: usize = 1024;
+
 /// A connected session, unique for the life of the registry.
 pub type SessionId = u64;
 
@@ -327,15 +335,19 @@ impl Registry {
         Some((profile, partner, partner_profile))
     }
 
-    /// Matches an idle session with the longest-waiting eligible partner, or
-    /// queues it.
+    /// Matches an idle session with the longest-waiting eligible partner
+    /// among the first [`MATCH_SCAN_LIMIT`] of the opposite queue, or queues
+    /// it.
     fn enqueue(&mut self, id: SessionId, profile: Profile, events: &mut Vec<Event>) {
         let previous = self.sessions.get(&id).and_then(|e| e.previous_partner);
         let other_queue = &self.queues[queue_index(profile.gender.opposite())];
-        let candidate = other_queue.iter().find_map(|(ticket, other)| {
-            let theirs = self.sessions.get(&other).and_then(|e| e.previous_partner);
-            (Some(other) != previous && theirs != Some(id)).then_some((ticket, other))
-        });
+        let candidate = other_queue
+            .iter()
+            .take(MATCH_SCAN_LIMIT)
+            .find_map(|(ticket, other)| {
+                let theirs = self.sessions.get(&other).and_then(|e| e.previous_partner);
+                (Some(other) != previous && theirs != Some(id)).then_some((ticket, other))
+            });
         match candidate {
             Some((ticket, partner)) => self.pair(partner, ticket, id, profile, events),
             None => {

@@ -419,3 +419,45 @@ fn peak_counts_the_most_sessions_since_last_taken() {
     assert_eq!(r.take_peak(), 5);
     assert_eq!(r.take_peak(), 1);
 }
+
+/// A `Join` examines at most [`MATCH_SCAN_LIMIT`] waiters: with that many
+/// ineligible ones (each had the joiner as previous partner) in front, it
+/// waits rather than scan on to the eligible one behind them.
+#[test]
+fn a_match_attempt_examines_a_bounded_number_of_waiters() {
+    let mut r = Registry::new(18, MATCH_SCAN_LIMIT + 10);
+    let bob = r.connect().unwrap();
+    let mut women = Vec::new();
+    for i in 0..=MATCH_SCAN_LIMIT {
+        let woman = r.connect().unwrap();
+        r.join(woman, profile(&format!("W{i}"), Gender::Female))
+            .unwrap();
+        women.push(woman);
+    }
+    // All but the last had Bob as their previous partner.
+    for &woman in &women[..MATCH_SCAN_LIMIT] {
+        if let Some(entry) = r.sessions.get_mut(&woman) {
+            entry.previous_partner = Some(bob);
+        }
+    }
+    let events = r.join(bob, profile("Bob", Gender::Male)).unwrap();
+    assert!(matched(&events).is_empty(), "{events:?}");
+    assert_eq!(r.stats().male_queue, 1);
+    // With one ineligible waiter fewer, the eligible one is within reach.
+    let mut r2 = Registry::new(18, MATCH_SCAN_LIMIT + 10);
+    let bob2 = r2.connect().unwrap();
+    let mut women2 = Vec::new();
+    for i in 0..MATCH_SCAN_LIMIT {
+        let woman = r2.connect().unwrap();
+        r2.join(woman, profile(&format!("W{i}"), Gender::Female))
+            .unwrap();
+        women2.push(woman);
+    }
+    for &woman in &women2[..MATCH_SCAN_LIMIT - 1] {
+        if let Some(entry) = r2.sessions.get_mut(&woman) {
+            entry.previous_partner = Some(bob2);
+        }
+    }
+    let events = r2.join(bob2, profile("Bob", Gender::Male)).unwrap();
+    assert_eq!(matched(&events).len(), 2, "{events:?}");
+}
