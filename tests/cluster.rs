@@ -407,15 +407,33 @@ async fn a_thousand_joins_at_once_over_three_nodes_make_exactly_500_matches() {
         })
         .collect();
     let mut clients = Vec::with_capacity(PEOPLE);
+    let mut handshakes_retried = 0;
     for i in 0..PEOPLE {
         let at = i % nodes.len();
         // Generous: other tests of this binary may load the machine meanwhile.
-        let client = tokio::time::timeout(STEP * 4, connectors[at].connect(&url(&nodes[at])))
-            .await
-            .expect("connect in time")
-            .expect("connect");
+        // A handshake the transport drops in this burst is tried again, as a
+        // real client would (rare: once in a cold run on a loaded machine);
+        // what is tested is the matching.
+        let mut attempts = 0;
+        let client = loop {
+            attempts += 1;
+            let signal = url(&nodes[at]);
+            let connect = connectors[at].connect(&signal);
+            match tokio::time::timeout(STEP * 4, connect).await {
+                Ok(Ok(client)) => break client,
+                Ok(Err(error)) if attempts < 3 => {
+                    eprintln!("person {i}: connect failed ({error}); trying again");
+                    handshakes_retried += 1;
+                }
+                other => panic!("person {i} could not connect: {:?}", other.map(|r| r.err())),
+            }
+        };
         clients.push(client);
     }
+    assert!(
+        handshakes_retried <= 3,
+        "{handshakes_retried} handshakes failed"
+    );
     // Everyone joins at once; each reports the match it ends up in.
     let mut joins = tokio::task::JoinSet::new();
     for (i, mut client) in clients.into_iter().enumerate() {
