@@ -18,16 +18,7 @@ const SECRET: &str = "a-join-token-secret-of-32-bytes!";
 /// Opens a WebTransport session to `url` as a page of `origin` would (the
 /// browser sends its `Origin` header); whether it was let in.
 async fn open_as_page(server: &TestServer, url: &str, origin: &str) -> bool {
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes(
-            server
-                .hashes()
-                .into_iter()
-                .map(wtransport::tls::Sha256Digest::new),
-        )
-        .build();
-    let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+    let endpoint = raw_endpoint(server, None);
     let options = ConnectOptions::builder(url)
         .add_header("origin", origin)
         .build();

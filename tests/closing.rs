@@ -424,6 +424,34 @@ protocol_test! {
     }
 }
 
+/// Ann on a raw session whose client window is small (16 KiB on the
+/// stream), matched with Bob, a native client: the match id.
+async fn small_window_victim(server: &TestServer) -> (RawSession, Client, u64) {
+    let mut transport = wtransport::config::QuicTransportConfig::default();
+    transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
+    transport.receive_window(wtransport::quinn::VarInt::from_u32(64 * 1024));
+    let mut ann = RawSession::connect(server, Some(transport)).await;
+    ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female)))
+        .await;
+    assert!(matches!(ann.next_msg().await, ServerMsg::Waiting { .. }));
+    let mut bob = connect(server).await;
+    let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&ann.next_msg().await), id);
+    (ann, bob, id)
+}
+
+/// `from` sends `count` offers of 32 KB in match `id`, numbered in their
+/// first five characters, in a task of its own; it hands `from` back.
+fn flood_offers(mut from: Client, id: u64, count: u32) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        for n in 0..count {
+            let sdp = format!("{n:05}{}", "o".repeat(32_000));
+            send(&mut from, ClientMsg::Offer { match_id: id, sdp }).await;
+        }
+        from
+    })
+}
+
 protocol_test! {
     /// A partner flooding large offers at a victim that reads, but slowly
     /// (its client's window keeps the server's writer blocked for longer
@@ -431,24 +459,10 @@ protocol_test! {
     /// closed and loses nothing.
     async fn a_flooded_victim_that_reads_slowly_is_not_closed() {
         let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
-        let mut transport = wtransport::config::QuicTransportConfig::default();
-        transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
-        transport.receive_window(wtransport::quinn::VarInt::from_u32(64 * 1024));
-        let mut ann = RawSession::connect(&server, Some(transport)).await;
-        ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female))).await;
-        assert!(matches!(ann.next_msg().await, ServerMsg::Waiting { .. }));
-        let mut bob = connect(&server).await;
-        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-        assert_eq!(match_id(&ann.next_msg().await), id);
+        let (mut ann, bob, id) = small_window_victim(&server).await;
 
         const OFFERS: u32 = 12;
-        let flood = tokio::spawn(async move {
-            for n in 0..OFFERS {
-                let sdp = format!("{n:05}{}", "o".repeat(32_000));
-                send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
-            }
-            bob
-        });
+        let flood = flood_offers(bob, id, OFFERS);
         // 4 KB every 200 ms (20 KB/s) for 5 s: the flooder waits for room
         // well over the 2 s stall timeout at a time.
         for _ in 0..25 {
@@ -479,24 +493,10 @@ protocol_test! {
     /// not reading, and the sender is told at once.
     async fn a_waiting_sender_is_released_when_the_match_ends() {
         let server = start_server(&["--outbound-queue-bytes", "131080"]).await;
-        let mut transport = wtransport::config::QuicTransportConfig::default();
-        transport.stream_receive_window(wtransport::quinn::VarInt::from_u32(16 * 1024));
-        transport.receive_window(wtransport::quinn::VarInt::from_u32(64 * 1024));
-        let mut ann = RawSession::connect(&server, Some(transport)).await;
-        ann.send_msg(&ClientMsg::Join(profile("Ann", Gender::Female))).await;
-        assert!(matches!(ann.next_msg().await, ServerMsg::Waiting { .. }));
-        let mut bob = connect(&server).await;
-        let id = match_id(&join(&mut bob, "Bob", Gender::Male).await);
-        assert_eq!(match_id(&ann.next_msg().await), id);
+        let (mut ann, bob, id) = small_window_victim(&server).await;
 
         // Ann stops reading; Bob floods until he waits for room.
-        let flood = tokio::spawn(async move {
-            for n in 0..10u32 {
-                let sdp = format!("{n:05}{}", "o".repeat(32_000));
-                send(&mut bob, ClientMsg::Offer { match_id: id, sdp }).await;
-            }
-            bob
-        });
+        let flood = flood_offers(bob, id, 10);
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Ann leaves the match: Bob is told, and waits again.
         ann.send_msg(&ClientMsg::Leave).await;

@@ -448,6 +448,29 @@ pub struct RawSession {
     _endpoint: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
 }
 
+/// A `wtransport` client endpoint that pins every node's certificate, with
+/// the QUIC transport settings `transport` if given.
+pub fn raw_endpoint(
+    server: &TestServer,
+    transport: Option<wtransport::config::QuicTransportConfig>,
+) -> wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client> {
+    let mut config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes(
+            server
+                .hashes()
+                .into_iter()
+                .map(wtransport::tls::Sha256Digest::new),
+        )
+        .build();
+    if let Some(transport) = transport {
+        config
+            .quic_config_mut()
+            .transport_config(std::sync::Arc::new(transport));
+    }
+    wtransport::Endpoint::client(config).expect("client endpoint")
+}
+
 impl RawSession {
     /// Opens a session and its signaling stream on `server` (127.0.0.1; its
     /// nodes in turn),
@@ -457,21 +480,7 @@ impl RawSession {
         transport: Option<wtransport::config::QuicTransportConfig>,
     ) -> RawSession {
         let node = server.next_node();
-        let mut config = wtransport::ClientConfig::builder()
-            .with_bind_default()
-            .with_server_certificate_hashes(
-                server
-                    .hashes()
-                    .into_iter()
-                    .map(wtransport::tls::Sha256Digest::new),
-            )
-            .build();
-        if let Some(transport) = transport {
-            config
-                .quic_config_mut()
-                .transport_config(std::sync::Arc::new(transport));
-        }
-        let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+        let endpoint = raw_endpoint(server, transport);
         let (connection, send, recv) = tokio::time::timeout(STEP, async {
             let connection = endpoint.connect(url(node)).await.expect("connect");
             let (send, recv) = connection
