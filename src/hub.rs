@@ -30,7 +30,6 @@ struct State {
     peers: HashMap<SessionId, Arc<Peer>>,
     /// With a shared pool: where each session of this node stands in it.
     side: pooled::Side,
-    shutting_down: bool,
 }
 
 /// Why a session was not admitted.
@@ -77,7 +76,8 @@ pub struct Hub {
     view: Mutex<PoolView>,
     /// The inbox missed messages: sessions' states are to be read back.
     inbox_gap: std::sync::atomic::AtomicBool,
-    /// Shutting down: read by `/health` without the lock.
+    /// Shutting down: no session is admitted; `/health` reads it without
+    /// the lock.
     draining: std::sync::atomic::AtomicBool,
 }
 
@@ -96,7 +96,6 @@ impl Hub {
                 registry: Registry::new(min_age, max_sessions),
                 peers: HashMap::new(),
                 side: pooled::Side::default(),
-                shutting_down: false,
             }),
             ice,
             min_age,
@@ -125,7 +124,7 @@ impl Hub {
         F: FnOnce(SessionId) -> (Arc<Peer>, T),
     {
         let mut state = self.lock();
-        if state.shutting_down {
+        if self.is_draining() {
             return Err(NotAdmitted::ShuttingDown);
         }
         let id = state
@@ -215,8 +214,8 @@ impl Hub {
     /// Admits no session from now on and returns every connected one, so
     /// that each can be told the server is shutting down.
     pub fn begin_shutdown(&self) -> Vec<Arc<Peer>> {
-        let mut state = self.lock();
-        state.shutting_down = true;
+        let state = self.lock();
+        // Set under the lock, so no session is admitted after this.
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         state.peers.values().cloned().collect()

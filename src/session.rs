@@ -87,30 +87,29 @@ async fn serve_inner(
     let deadline = started + HANDSHAKE_TIMEOUT;
     let handshake = async {
         let request = timeout_at(deadline, incoming).await??;
-        match admission.check(request.path(), request.origin()) {
+        let refused = match admission.check(request.path(), request.origin()) {
             Decision::Admit { subject } => {
                 if let Some(subject) = subject {
                     tracing::Span::current().record("sub", subject);
                 }
+                return anyhow::Ok(Some(timeout_at(deadline, request.accept()).await??));
             }
             Decision::NotFound => {
                 let _ = timeout_at(deadline, request.not_found()).await;
-                return Ok(Err("not_found"));
+                "not_found"
             }
             Decision::Forbidden(why) => {
                 debug!(why, origin = request.origin(), "session refused");
                 let _ = timeout_at(deadline, request.forbidden()).await;
-                return Ok(Err("forbidden"));
+                "forbidden"
             }
-        }
-        anyhow::Ok(Ok(timeout_at(deadline, request.accept()).await??))
+        };
+        metrics::handshake(refused);
+        Ok(None)
     };
     let connection = match handshake.await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(outcome)) => {
-            metrics::handshake(outcome);
-            return Ok(());
-        }
+        Ok(Some(connection)) => connection,
+        Ok(None) => return Ok(()),
         Err(error) => {
             metrics::handshake("failed");
             return Err(error);

@@ -491,7 +491,7 @@ impl Hub {
     /// What this node announces, from its own figures and `base`.
     fn announcement(&self, base: &Announcement) -> Announcement {
         let stats = self.node_stats();
-        let open = !self.lock().shutting_down;
+        let open = !self.is_draining();
         Announcement {
             sessions: stats.active_users,
             matched: stats.active_matches,
