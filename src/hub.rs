@@ -6,10 +6,20 @@
 //! Pool operations and the delivery of their events happen under one lock,
 //! so every session sees its events in the order the pool made them; relays
 //! between sessions of this node never take this lock.
+//!
+//! Readers of the counts (the sidecar's `/health`, `/api/stats` and
+//! `/metrics`) never take it either: whoever changes the counts publishes
+//! them as they release the lock, and [`Hub::stats`] and
+//! [`Hub::node_stats`] read that copy. A slow or stuck pool operation then
+//! cannot hold up health checks, and a flood of health checks cannot slow
+//! matching.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_utils::atomic::AtomicCell;
 
 use crate::cluster::Cluster;
 use crate::codec::encode_frame;
@@ -30,6 +40,56 @@ struct State {
     peers: HashMap<SessionId, Arc<Peer>>,
     /// With a shared pool: where each session of this node stands in it.
     side: pooled::Side,
+    /// The counts as last published to [`Hub::counts`].
+    published: Stats,
+}
+
+impl State {
+    /// This node's counts, in O(1): the registry's own, or (with a shared
+    /// pool) the seats' running tally.
+    fn counts(&self, pooled: bool) -> Stats {
+        if pooled {
+            Stats {
+                active_users: self.peers.len(),
+                ..self.side.counts()
+            }
+        } else {
+            self.registry.stats()
+        }
+    }
+}
+
+/// The hub's state, locked. On release it publishes the node's counts if
+/// they changed, still under the lock, so that anyone who sees an operation
+/// done also sees its counts; every change of state goes through one of
+/// these, so none can forget to.
+struct Locked<'a> {
+    hub: &'a Hub,
+    state: MutexGuard<'a, State>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let pooled = self.hub.cluster.is_some();
+        let counts = self.state.counts(pooled);
+        if counts != self.state.published {
+            self.state.published = counts;
+            self.hub.counts.store(counts);
+        }
+    }
 }
 
 /// Why a session was not admitted.
@@ -79,6 +139,11 @@ pub struct Hub {
     /// Shutting down: no session is admitted; `/health` reads it without
     /// the lock.
     draining: std::sync::atomic::AtomicBool,
+    /// This node's counts, published under the lock at each change (see
+    /// [`Locked`]) and read without it. `AtomicCell` keeps the four figures
+    /// one consistent snapshot without a lock of its own (a sequence lock
+    /// for readers).
+    counts: AtomicCell<Stats>,
 }
 
 impl Hub {
@@ -96,6 +161,7 @@ impl Hub {
                 registry: Registry::new(min_age, max_sessions),
                 peers: HashMap::new(),
                 side: pooled::Side::default(),
+                published: Stats::default(),
             }),
             ice,
             min_age,
@@ -104,6 +170,7 @@ impl Hub {
             view: Mutex::new(PoolView::default()),
             inbox_gap: std::sync::atomic::AtomicBool::new(false),
             draining: std::sync::atomic::AtomicBool::new(false),
+            counts: AtomicCell::new(Stats::default()),
         }
     }
 
@@ -112,8 +179,18 @@ impl Hub {
         self.cluster.as_ref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            hub: self,
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Holds the hub's lock until the returned guard is dropped: for tests
+    /// that prove a reader does not need it.
+    #[cfg(test)]
+    pub(crate) fn hold_lock_for_test(&self) -> impl Sized + '_ {
+        self.lock()
     }
 
     /// Admits a session, building its peer with the id the registry gives.
@@ -194,7 +271,7 @@ impl Hub {
     }
 
     /// Counts for the HTTP sidecar: of the whole pool (as of its last
-    /// heartbeat, with a shared pool).
+    /// heartbeat, with a shared pool). Never takes the hub's lock.
     pub fn stats(&self) -> Stats {
         match &self.cluster {
             Some(_) => self.pool_view().pool,
@@ -202,13 +279,10 @@ impl Hub {
         }
     }
 
-    /// Counts of this node's own sessions.
+    /// Counts of this node's own sessions, as published by the last change
+    /// to them, under the lock. Never takes the hub's lock.
     pub fn node_stats(&self) -> Stats {
-        let state = self.lock();
-        match &self.cluster {
-            Some(_) => pooled::seat_stats(&state),
-            None => state.registry.stats(),
-        }
+        self.counts.load()
     }
 
     /// Admits no session from now on and returns every connected one, so
@@ -339,4 +413,30 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The sidecar's figures are read without the hub's lock: a pool
+    /// operation stuck under it cannot hold up `/health`.
+    #[test]
+    fn counts_are_read_while_the_lock_is_held() {
+        let hub = Arc::new(Hub::new(18, 10, IceServers::default(), None, 10));
+        let held = hub.hold_lock_for_test();
+        let (tx, rx) = mpsc::channel();
+        let reader = hub.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((reader.stats(), reader.node_stats()));
+        });
+        let read = rx.recv_timeout(Duration::from_secs(2));
+        drop(held);
+        let (stats, node) = read.expect("counts read while the hub's lock is held");
+        assert_eq!(stats, Stats::default());
+        assert_eq!(node, Stats::default());
+    }
 }

@@ -28,7 +28,7 @@ use crate::cluster::{
 };
 use crate::codec;
 use crate::peer::{PartnerLink, Routing};
-use crate::protocol::{CloseCode, Gender, Profile};
+use crate::protocol::{CloseCode, Profile};
 use crate::registry::{RefusedError, SessionId, Stats};
 
 /// Where a session of this node last stood in the pool.
@@ -57,9 +57,156 @@ pub(super) struct Seat {
 /// The pool-only part of the hub's state.
 #[derive(Debug, Default)]
 pub(super) struct Side {
-    seats: HashMap<SessionId, Seat>,
+    seats: seats::Seats,
     /// The highest match id this node has seen.
     highest_match: u64,
+}
+
+impl Side {
+    /// What this node's seats count for: its sessions in a match (a pair
+    /// across nodes counts on both) and its waiting ones, by gender;
+    /// `active_users` is left at 0 (the hub counts its peers). O(1).
+    pub(super) fn counts(&self) -> Stats {
+        self.seats.tally()
+    }
+}
+
+/// The seats of this node's sessions, with a running tally of what they
+/// count for. A seat changes only through [`Seats::edit`],
+/// [`Seats::edit_or_insert`] or [`Seats::remove`], which keep the tally, so
+/// the hub publishes its counts at every change without walking every seat.
+///
+/// [`Seats::edit`]: seats::Seats::edit
+/// [`Seats::edit_or_insert`]: seats::Seats::edit_or_insert
+/// [`Seats::remove`]: seats::Seats::remove
+mod seats {
+    use std::collections::HashMap;
+    use std::collections::hash_map::{Iter, Values};
+    use std::ops::{Deref, DerefMut};
+
+    use super::{Place, Seat};
+    use crate::protocol::Gender;
+    use crate::registry::{SessionId, Stats};
+
+    #[derive(Debug, Default)]
+    pub(in crate::hub) struct Seats {
+        map: HashMap<SessionId, Seat>,
+        /// The sum of every seat's [`weight`].
+        tally: Stats,
+    }
+
+    /// What one seat counts for: one session in a match, or one waiting
+    /// (or pending) in its gender's queue, or nothing.
+    fn weight(seat: &Seat) -> Stats {
+        let gender = seat.profile.as_ref().map(|p| p.gender);
+        let mut stats = Stats::default();
+        match (&seat.place, gender) {
+            (Place::Matched { .. }, _) => stats.active_matches = 1,
+            (Place::Waiting | Place::Pending, Some(Gender::Male)) => stats.male_queue = 1,
+            (Place::Waiting | Place::Pending, Some(Gender::Female)) => stats.female_queue = 1,
+            _ => {}
+        }
+        stats
+    }
+
+    impl Seats {
+        pub(in crate::hub) fn get(&self, id: &SessionId) -> Option<&Seat> {
+            self.map.get(id)
+        }
+
+        pub(in crate::hub) fn iter(&self) -> Iter<'_, SessionId, Seat> {
+            self.map.iter()
+        }
+
+        pub(in crate::hub) fn values(&self) -> Values<'_, SessionId, Seat> {
+            self.map.values()
+        }
+
+        /// `id`'s seat, to change; the tally follows when the edit ends.
+        pub(in crate::hub) fn edit(&mut self, id: &SessionId) -> Option<SeatEdit<'_>> {
+            let seat = self.map.get_mut(id)?;
+            Some(SeatEdit::new(seat, &mut self.tally))
+        }
+
+        /// `id`'s seat, a fresh idle one if it has none, to change.
+        pub(in crate::hub) fn edit_or_insert(&mut self, id: SessionId) -> SeatEdit<'_> {
+            let seat = self.map.entry(id).or_default();
+            SeatEdit::new(seat, &mut self.tally)
+        }
+
+        pub(in crate::hub) fn remove(&mut self, id: &SessionId) {
+            if let Some(seat) = self.map.remove(id) {
+                subtract(&mut self.tally, weight(&seat));
+            }
+        }
+
+        /// The sum of every seat's weight, in O(1) (checked against a full
+        /// count in debug builds).
+        pub(in crate::hub) fn tally(&self) -> Stats {
+            debug_assert_eq!(
+                self.tally,
+                self.map.values().fold(Stats::default(), |mut sum, seat| {
+                    add(&mut sum, weight(seat));
+                    sum
+                }),
+                "the seats' tally drifted"
+            );
+            self.tally
+        }
+    }
+
+    fn add(tally: &mut Stats, weight: Stats) {
+        tally.active_matches += weight.active_matches;
+        tally.male_queue += weight.male_queue;
+        tally.female_queue += weight.female_queue;
+    }
+
+    /// Takes `weight` out of `tally`; never below zero, should the tally
+    /// ever drift (which [`Seats::tally`] catches in debug builds).
+    fn subtract(tally: &mut Stats, weight: Stats) {
+        tally.active_matches = tally.active_matches.saturating_sub(weight.active_matches);
+        tally.male_queue = tally.male_queue.saturating_sub(weight.male_queue);
+        tally.female_queue = tally.female_queue.saturating_sub(weight.female_queue);
+    }
+
+    /// A seat being changed: when dropped, its old weight leaves the tally
+    /// and its new one enters.
+    pub(in crate::hub) struct SeatEdit<'a> {
+        seat: &'a mut Seat,
+        tally: &'a mut Stats,
+        before: Stats,
+    }
+
+    impl<'a> SeatEdit<'a> {
+        fn new(seat: &'a mut Seat, tally: &'a mut Stats) -> Self {
+            let before = weight(seat);
+            SeatEdit {
+                seat,
+                tally,
+                before,
+            }
+        }
+    }
+
+    impl Deref for SeatEdit<'_> {
+        type Target = Seat;
+        fn deref(&self) -> &Seat {
+            self.seat
+        }
+    }
+
+    impl DerefMut for SeatEdit<'_> {
+        fn deref_mut(&mut self) -> &mut Seat {
+            self.seat
+        }
+    }
+
+    impl Drop for SeatEdit<'_> {
+        fn drop(&mut self) {
+            add(self.tally, weight(self.seat));
+            subtract(self.tally, self.before);
+        }
+    }
 }
 
 /// The pool as of this node's last heartbeat.
@@ -73,25 +220,6 @@ pub struct PoolView {
     pub reachable: bool,
 }
 
-/// Counts of this node's sessions: `active_matches` counts its sessions in a
-/// match (a pair across nodes counts on both).
-pub(super) fn seat_stats(state: &State) -> Stats {
-    let mut stats = Stats {
-        active_users: state.peers.len(),
-        ..Stats::default()
-    };
-    for seat in state.side.seats.values() {
-        let gender = seat.profile.as_ref().map(|p| p.gender);
-        match (&seat.place, gender) {
-            (Place::Matched { .. }, _) => stats.active_matches += 1,
-            (Place::Waiting | Place::Pending, Some(Gender::Male)) => stats.male_queue += 1,
-            (Place::Waiting | Place::Pending, Some(Gender::Female)) => stats.female_queue += 1,
-            _ => {}
-        }
-    }
-    stats
-}
-
 impl Hub {
     pub(super) async fn pool_join(
         &self,
@@ -101,7 +229,7 @@ impl Hub {
     ) -> Result<(), RefusedError> {
         let profile = {
             let mut state = self.lock();
-            let seat = state.side.seats.entry(id).or_default();
+            let mut seat = state.side.seats.edit_or_insert(id);
             if seat.profile.is_some() {
                 return Err(RefusedError::AlreadyJoined);
             }
@@ -180,11 +308,14 @@ impl Hub {
     pub(super) async fn pool_leave(&self, cluster: &Cluster, id: SessionId) {
         {
             let mut state = self.lock();
-            let Some(seat) = state.side.seats.get_mut(&id) else {
-                return;
+            let had = {
+                let Some(mut seat) = state.side.seats.edit(&id) else {
+                    return;
+                };
+                seat.profile = None;
+                std::mem::take(&mut seat.place)
             };
-            seat.profile = None;
-            match std::mem::take(&mut seat.place) {
+            match had {
                 Place::Pending => return,
                 // The route goes now, as with one process: nothing the
                 // session sends from here on belongs to the match. The
@@ -287,7 +418,7 @@ impl Hub {
         let session = event.session();
         let peers = &state.peers;
         let side = &mut state.side;
-        let seat = side.seats.get_mut(&session)?;
+        let mut seat = side.seats.edit(&session)?;
         seat.profile.as_ref()?;
         match event {
             Unit::Waiting { position, .. } => {
@@ -358,57 +489,60 @@ impl Hub {
                 let Some(peer) = state.peers.get(&id).cloned() else {
                     continue;
                 };
-                let Some(seat) = state.side.seats.get_mut(&id) else {
-                    continue;
-                };
-                let Some(profile) = seat.profile.clone() else {
-                    continue;
-                };
-                let had = seat.place.clone();
-                if let (Place::Matched { match_id: old, .. }, false) = (
-                    &had,
-                    matches!(&pooled, PoolState::Matched { match_id, .. } if Some(*match_id) == matched_id(&had)),
-                ) {
-                    notices.push(Notice::PartnerDisconnected {
-                        session: id,
-                        match_id: *old,
-                    });
-                    seat.place = Place::Idle;
-                }
-                match pooled {
-                    PoolState::Absent => {
-                        seat.place = Place::Pending;
-                        rejoin.push((id, profile));
+                // The seat is brought up to date here; a new match goes
+                // through `seat_event`, as from the inbox.
+                let matched = {
+                    let Some(mut seat) = state.side.seats.edit(&id) else {
+                        continue;
+                    };
+                    let Some(profile) = seat.profile.clone() else {
+                        continue;
+                    };
+                    let had = seat.place.clone();
+                    if let (Place::Matched { match_id: old, .. }, false) = (
+                        &had,
+                        matches!(&pooled, PoolState::Matched { match_id, .. } if Some(*match_id) == matched_id(&had)),
+                    ) {
+                        notices.push(Notice::PartnerDisconnected {
+                            session: id,
+                            match_id: *old,
+                        });
+                        seat.place = Place::Idle;
                     }
-                    PoolState::Waiting { position } => {
-                        if had != Place::Waiting {
-                            notices.push(Notice::Waiting {
-                                session: id,
-                                queue_position: position,
-                            });
+                    match pooled {
+                        PoolState::Absent => {
+                            seat.place = Place::Pending;
+                            rejoin.push((id, profile));
+                            None
                         }
-                        seat.place = Place::Waiting;
-                    }
-                    PoolState::Matched {
-                        partner,
-                        match_id,
-                        initiator,
-                        profile,
-                    } => {
-                        if matched_id(&had) == Some(match_id) {
-                            continue;
+                        PoolState::Waiting { position } => {
+                            if had != Place::Waiting {
+                                notices.push(Notice::Waiting {
+                                    session: id,
+                                    queue_position: position,
+                                });
+                            }
+                            seat.place = Place::Waiting;
+                            None
                         }
-                        let unit = Unit::Matched {
+                        PoolState::Matched {
+                            partner,
+                            match_id,
+                            initiator,
+                            profile,
+                        } => (matched_id(&had) != Some(match_id)).then_some(Unit::Matched {
                             session: id,
                             partner,
                             match_id,
                             initiator,
                             profile,
-                        };
-                        if let Some(notice) = self.seat_event(cluster, &mut state, &peer, unit) {
-                            notices.push(notice);
-                        }
+                        }),
                     }
+                };
+                if let Some(unit) = matched
+                    && let Some(notice) = self.seat_event(cluster, &mut state, &peer, unit)
+                {
+                    notices.push(notice);
                 }
             }
             self.deliver(&state, notices);
