@@ -142,6 +142,52 @@ pub struct Config {
     #[arg(long, env = "JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// QUIC handshakes in flight past which a client whose address is not yet proven is first sent a stateless Retry (one more round trip; a spoofed or never-answering source then costs nothing). At most --handshake-limit.
+    #[arg(long, env = "HANDSHAKE_SOFT_LIMIT", default_value_t = 64)]
+    pub handshake_soft_limit: usize,
+
+    /// QUIC handshakes in flight past which new connections are refused. Sources in --trusted-net are exempt from both handshake limits.
+    #[arg(long, env = "HANDSHAKE_LIMIT", default_value_t = 256)]
+    pub handshake_limit: usize,
+
+    /// Seconds from a connection's first packet to its signaling stream (QUIC handshake, HTTP/3 SETTINGS, CONNECT, stream); past it the attempt is dropped.
+    #[arg(long, env = "HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub handshake_timeout_secs: u64,
+
+    /// UDP source ports whose packets are never answered (reflection-prone services: a packet "from" them is likely spoofed), comma-separated.
+    #[arg(
+        long = "ignored-source-port",
+        env = "IGNORED_SOURCE_PORTS",
+        value_delimiter = ',',
+        default_value = "0,17,19,53,111,123,137,138,161,389,500"
+    )]
+    pub ignored_source_ports: Vec<u16>,
+
+    /// Networks exempt from the handshake and per-source limits (CIDR or address, comma-separated; `none` trusts no one). The session cap and memory ceiling still apply.
+    #[arg(
+        long = "trusted-net",
+        env = "TRUSTED_NETS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_nets: Vec<crate::frontdoor::TrustedNet>,
+
+    /// Sessions one source (an IPv4 address, or an IPv6 /64) may hold at once; more are answered 429. Raise it for users behind a shared (carrier-grade) NAT.
+    #[arg(long, env = "SOURCE_SESSIONS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub source_sessions: u32,
+
+    /// New sessions a second one source may open, on average; faster ones are answered 429.
+    #[arg(long, env = "SOURCE_RATE", default_value_t = 8.0, value_parser = positive_rate)]
+    pub source_rate: f64,
+
+    /// New sessions one source may open at once after a quiet while (the rate's burst).
+    #[arg(long, env = "SOURCE_BURST", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub source_burst: u32,
+
+    /// Memory the server may use (e.g. `2GiB`): the session cap is lowered so that every session's worst case fits, and new sessions are refused (Closing code 4) while the resident memory is over it. Without it, the worst case at --max-sessions is logged at start.
+    #[arg(long, env = "MEMORY_BUDGET", value_parser = crate::frontdoor::budget::parse_bytes)]
+    pub memory_budget: Option<u64>,
+
     /// Join a matching pool shared by several nodes through Redis (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS). With --redis-cluster, one or more seed nodes of a Redis Cluster, repeatable or comma-separated. Without it, this process is the whole pool.
     #[arg(
         long = "redis",
@@ -162,6 +208,14 @@ pub struct Config {
     /// The URL browsers open a session on this node with (`https://host:port/signal`): what /api/webtransport answers (behind NAT or a port mapping, say), and in a pool what this node announces so that any node's /api/webtransport can send people here.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
+}
+
+/// A rate: a finite number above zero.
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("a number above 0".into()),
+    }
 }
 
 /// A pool name: what may stand inside a hash tag and a channel name.

@@ -11,7 +11,9 @@
 //! - [`hub`]: the matching pool plus the sessions' [`peer`] handles, under one lock;
 //!   [`cluster`]: the pool shared by several nodes through Redis.
 //! - [`session`]: one task per session; [`ratelimit`]: its flood guard;
-//!   [`admission`]: who may open one (origins, join tokens).
+//!   [`admission`]: who may open one (origins, join tokens);
+//!   [`frontdoor`]: what an attempt may cost before it is one (handshake
+//!   limits, per-source limits, the memory ceiling).
 //! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`];
 //!   [`certs`]: certificate renewal and reload.
 //! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`history`]:
@@ -26,6 +28,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod frontdoor;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -80,14 +80,20 @@ pub fn install() -> PrometheusHandle {
 /// Creates every counter of a fixed label set at zero, so that a page shows
 /// "none yet" as 0 rather than nothing, and `rate()` sees the first event.
 fn zero_counters() {
-    const HANDSHAKES: [&str; 7] = [
+    const HANDSHAKES: [&str; 13] = [
         "accepted",
         "at_capacity",
+        "over_memory",
         "shutting_down",
         "not_found",
         "forbidden",
+        "source_sessions",
+        "source_rate",
         "no_stream",
         "failed",
+        "retried",
+        "refused",
+        "ignored",
     ];
     for outcome in HANDSHAKES {
         counter!("quicmatch_handshakes_total", "outcome" => outcome).absolute(0);
@@ -137,7 +143,11 @@ fn describe() {
     );
     describe_counter!(
         "quicmatch_handshakes_total",
-        "Incoming sessions by outcome: accepted, at_capacity, shutting_down, not_found, forbidden (origin or join token), no_stream, failed."
+        "Incoming connections by outcome: accepted; at_capacity, over_memory (Closing code 4); shutting_down; not_found; forbidden (origin or join token, 403); source_sessions, source_rate (per-source limits, 429); no_stream; failed (handshake error or timeout); and on the first packet: retried (stateless Retry), refused (handshake limit), ignored (reflection-prone source port)."
+    );
+    describe_gauge!(
+        "quicmatch_handshakes_in_flight",
+        "Connections between their first packet and their signaling stream, counted against --handshake-soft-limit and --handshake-limit."
     );
     describe_counter!(
         "quicmatch_requests_total",

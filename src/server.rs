@@ -8,17 +8,17 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wtransport::config::QuicTransportConfig;
 use wtransport::config::ServerConfigBuilder;
 use wtransport::config::states::WantsIdentity;
 use wtransport::{Endpoint, ServerConfig};
 
-use crate::admission::Admission;
 use crate::certs::{Certificates, ServerEndpoint};
 use crate::cluster::heartbeat::Announcement;
 use crate::cluster::{Cluster, Target};
 use crate::config::Config;
+use crate::frontdoor::{Arrival, FrontDoor};
 use crate::http::{self, SidecarState};
 use crate::hub::Hub;
 use crate::ice::IceServers;
@@ -28,6 +28,10 @@ use crate::session::{self, Limits};
 use crate::tls::{self, CertSource, TlsIdentity};
 use crate::transport;
 
+/// Connection attempts quinn may hold before the accept loop decides them.
+const INCOMING_QUEUE: usize = 4096;
+/// Bytes one undecided attempt may buffer (its Initial and any early data).
+const INCOMING_BUFFER: u64 = 16 * 1024;
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -78,9 +82,11 @@ impl Server {
                 &config.redis_pool,
             )?),
         };
+        let door = Arc::new(FrontDoor::from_config(&config)?);
+        log_ceiling(&door, config.max_sessions);
         let hub = Arc::new(Hub::new(
             config.min_age,
-            config.max_sessions,
+            door.ceiling().session_cap(),
             IceServers::from_config(&config),
             cluster.clone(),
             config.datagram_rate,
@@ -173,16 +179,16 @@ impl Server {
             }
             info!(node = %cluster.node(), pool = %config.redis_pool, "node of a shared matching pool");
         }
-        let admission = Arc::new(Admission::from_config(&config)?);
-        if admission.requires_token() {
+        if door.admission().requires_token() {
             info!("sessions need a join token");
         }
+        tasks.push(tokio::spawn(door.clone().watch_memory(shutdown.clone())));
         for endpoint in &endpoints {
             tasks.push(tokio::spawn(accept_loop(
                 endpoint.clone(),
                 hub.clone(),
                 limits,
-                admission.clone(),
+                door.clone(),
                 sessions.clone(),
                 shutdown.clone(),
             )));
@@ -347,18 +353,29 @@ pub(crate) fn tls_config(
     transport: QuicTransportConfig,
 ) -> anyhow::Result<ServerConfig> {
     let tls = tls::server_tls_config(&identity.identity)?;
-    Ok(builder
+    let mut config = builder
         .with_custom_tls_and_transport(tls, transport)
         .allow_migration(false)
-        .build())
+        .build();
+    // Every connection attempt is decided on its first packet (see
+    // `accept_loop`), so few wait undecided; what they may buffer meanwhile
+    // (early data) stays small.
+    config
+        .quic_config_mut()
+        .max_incoming(INCOMING_QUEUE)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_QUEUE as u64 * INCOMING_BUFFER / 16);
+    Ok(config)
 }
 
-/// Accepts sessions until shutdown; each runs in its own task.
+/// Accepts sessions until shutdown; each connection's first packet is
+/// decided by the front door at once, and a handshake it lets through runs
+/// in its own task.
 async fn accept_loop(
     endpoint: Arc<ServerEndpoint>,
     hub: Arc<Hub>,
     limits: Limits,
-    admission: Arc<Admission>,
+    door: Arc<FrontDoor>,
     sessions: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -368,11 +385,46 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             incoming = endpoint.accept() => incoming,
         };
-        sessions.spawn(session::serve(
-            incoming,
-            hub.clone(),
-            limits,
-            admission.clone(),
-        ));
+        let remote = incoming.remote_address();
+        let arrival = door.arrive(remote, incoming.remote_address_validated());
+        if !matches!(arrival, Arrival::Proceed(_)) {
+            debug!(%remote, answer = arrival.label(), "connection attempt not let through");
+            crate::metrics::handshake(arrival.label());
+        }
+        match arrival {
+            Arrival::Proceed(slot) => {
+                sessions.spawn(session::serve(incoming, slot, hub.clone(), limits));
+            }
+            Arrival::Retry => incoming.retry(),
+            Arrival::Refuse => incoming.refuse(),
+            Arrival::Ignore => incoming.ignore(),
+        }
+    }
+}
+
+/// Says at start what the sessions may cost at worst.
+fn log_ceiling(door: &FrontDoor, max_sessions: usize) {
+    let ceiling = door.ceiling();
+    let (cap, per_session) = (ceiling.session_cap(), ceiling.per_session());
+    let worst_mib = ceiling.sessions_worst_case() >> 20;
+    match ceiling.budget() {
+        Some(budget) => info!(
+            budget_mib = budget >> 20,
+            sessions = cap,
+            per_session_kib = per_session >> 10,
+            "memory budget: at most {cap} sessions of up to {} KiB each ({worst_mib} MiB)",
+            per_session >> 10
+        ),
+        None => info!(
+            sessions = max_sessions,
+            per_session_kib = per_session >> 10,
+            "no --memory-budget: {max_sessions} sessions may take up to {worst_mib} MiB at worst"
+        ),
+    }
+    if cap < max_sessions {
+        warn!(
+            max_sessions,
+            cap, "--memory-budget holds fewer sessions than --max-sessions; the cap is lowered"
+        );
     }
 }

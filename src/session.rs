@@ -13,8 +13,9 @@ use tracing::{Instrument, debug};
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
-use crate::admission::{Admission, Decision};
+use crate::admission::Decision;
 use crate::codec::{self, DecodeError, FrameDecoder, encode_frame};
+use crate::frontdoor::{HandshakeSlot, SourceSeat};
 use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
 use crate::peer::{Outbound, Peer, Routing};
@@ -25,17 +26,13 @@ use crate::protocol::{
 use crate::ratelimit::{FloodGuard, Kind, Verdict};
 use crate::registry::RefusedError;
 
-/// How long a client has from its first packet to an accepted session.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an accepted session has to open its signaling stream.
-const FIRST_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the final `Closing` frame may take to be acknowledged.
 const CLOSING_GRACE: Duration = Duration::from_secs(1);
 /// Stream error code used to refuse extra streams.
 const REFUSED_STREAM: u32 = 0x10;
 /// Most frames, and bytes, taken off the queue for one write.
 const MAX_BATCH: usize = 64;
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// The first byte of a `Datagram::ChatAck` (its variant index).
 const CHAT_ACK_TAG: u8 = 1;
 /// Read buffer kept by an idle session; larger buffers are given back.
@@ -52,24 +49,20 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
 }
 
-/// Serves one incoming session to its end, if `admission` lets it in; never
-/// panics on client input.
+/// Serves one incoming session to its end, if the front door lets it in;
+/// never panics on client input. `slot` is its place among the handshakes in
+/// flight, given back once the signaling stream is open.
 /// Everything it logs is inside a `session` span carrying its id and its
 /// current match id, and its writer logs each match it enters, so one
 /// person's story can be followed (at debug level; nothing personal at info).
-pub async fn serve(
-    incoming: IncomingSession,
-    hub: Arc<Hub>,
-    limits: Limits,
-    admission: Arc<Admission>,
-) {
+pub async fn serve(incoming: IncomingSession, slot: HandshakeSlot, hub: Arc<Hub>, limits: Limits) {
     let span = tracing::info_span!(
         "session",
         id = tracing::field::Empty,
         match_id = tracing::field::Empty,
         sub = tracing::field::Empty
     );
-    let served = serve_inner(incoming, hub, limits, &admission)
+    let served = serve_inner(incoming, slot, hub, limits)
         .instrument(span)
         .await;
     if let Err(error) = served {
@@ -77,66 +70,109 @@ pub async fn serve(
     }
 }
 
-async fn serve_inner(
+/// Runs the handshake up to the signaling stream, within the front door's
+/// timeout: the connection, the stream, and the session's seat in its
+/// source's share; `None` if it was refused or timed out (and counted).
+async fn handshake(
     incoming: IncomingSession,
-    hub: Arc<Hub>,
-    limits: Limits,
-    admission: &Admission,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let deadline = started + HANDSHAKE_TIMEOUT;
-    let handshake = async {
-        let request = timeout_at(deadline, incoming).await??;
-        let refused = match admission.check(request.path(), request.origin()) {
-            Decision::Admit { subject } => {
-                if let Some(subject) = subject {
-                    tracing::Span::current().record("sub", subject);
-                }
-                return anyhow::Ok(Some(timeout_at(deadline, request.accept()).await??));
-            }
-            Decision::NotFound => {
-                let _ = timeout_at(deadline, request.not_found()).await;
-                "not_found"
-            }
-            Decision::Forbidden(why) => {
-                debug!(why, origin = request.origin(), "session refused");
-                let _ = timeout_at(deadline, request.forbidden()).await;
-                "forbidden"
-            }
-        };
-        metrics::handshake(refused);
-        Ok(None)
-    };
-    let connection = match handshake.await {
-        Ok(Some(connection)) => connection,
-        Ok(None) => return Ok(()),
-        Err(error) => {
+    slot: HandshakeSlot,
+) -> Option<(Connection, SendStream, RecvStream, SourceSeat)> {
+    let door = slot.door().clone();
+    let deadline = Instant::now() + door.handshake_timeout();
+    let request = match timeout_at(deadline, incoming).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => {
+            debug!(%error, "handshake failed");
             metrics::handshake("failed");
-            return Err(error);
+            return None;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            metrics::handshake("failed");
+            return None;
         }
     };
-    let first_stream = timeout(FIRST_STREAM_TIMEOUT, connection.accept_bi()).await;
-    let Ok(Ok((mut send, recv))) = first_stream else {
-        metrics::handshake("no_stream");
-        // Closed explicitly: a half-open stream would otherwise keep the
-        // connection (and its keep-alives) going.
-        connection.close(
-            VarInt::from_u32(CloseCode::ProtocolViolation.code()),
-            b"no signaling stream",
-        );
+    let seat = match door.admission().check(request.path(), request.origin()) {
+        Decision::Admit { subject } => {
+            if let Some(subject) = subject {
+                tracing::Span::current().record("sub", subject);
+            }
+            door.seat(request.remote_address().ip())
+        }
+        Decision::NotFound => {
+            let _ = timeout_at(deadline, request.not_found()).await;
+            metrics::handshake("not_found");
+            return None;
+        }
+        Decision::Forbidden(why) => {
+            debug!(why, origin = request.origin(), "session refused");
+            let _ = timeout_at(deadline, request.forbidden()).await;
+            metrics::handshake("forbidden");
+            return None;
+        }
+    };
+    let seat = match seat {
+        Ok(seat) => seat,
+        Err(over) => {
+            debug!(limit = over.label(), remote = %request.remote_address(), "too many sessions from one source");
+            let _ = timeout_at(deadline, request.too_many_requests()).await;
+            metrics::handshake(over.label());
+            return None;
+        }
+    };
+    let connection = match timeout_at(deadline, request.accept()).await {
+        Ok(Ok(connection)) => connection,
+        _ => {
+            metrics::handshake("failed");
+            return None;
+        }
+    };
+    match timeout_at(deadline, connection.accept_bi()).await {
+        Ok(Ok((send, recv))) => Some((connection, send, recv, seat)),
+        _ => {
+            metrics::handshake("no_stream");
+            // Closed explicitly: a half-open stream would otherwise keep the
+            // connection (and its keep-alives) going.
+            connection.close(
+                VarInt::from_u32(CloseCode::ProtocolViolation.code()),
+                b"no signaling stream",
+            );
+            None
+        }
+    }
+}
+
+async fn serve_inner(
+    incoming: IncomingSession,
+    slot: HandshakeSlot,
+    hub: Arc<Hub>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let door = slot.door().clone();
+    let Some((connection, mut send, recv, _seat)) = handshake(incoming, slot).await else {
         return Ok(());
     };
     tokio::spawn(refuse_extra_streams(connection.clone()));
 
-    let admitted = hub.connect(|id| Peer::new(id, connection.clone(), limits.outbound_queue_bytes));
+    const AT_CAPACITY: &str = "server at capacity";
+    let admitted = if door.ceiling().is_over() {
+        Err((CloseCode::AtCapacity, AT_CAPACITY, "over_memory"))
+    } else {
+        hub.connect(|id| Peer::new(id, connection.clone(), limits.outbound_queue_bytes))
+            .map_err(|refused| match refused {
+                NotAdmitted::AtCapacity => (CloseCode::AtCapacity, AT_CAPACITY, "at_capacity"),
+                NotAdmitted::ShuttingDown => (
+                    CloseCode::ShuttingDown,
+                    "server shutting down",
+                    "shutting_down",
+                ),
+            })
+    };
     let (peer, outbound) = match admitted {
         Ok(admitted) => admitted,
-        Err(refused) => {
-            let (code, reason) = match refused {
-                NotAdmitted::AtCapacity => (CloseCode::AtCapacity, "server at capacity"),
-                NotAdmitted::ShuttingDown => (CloseCode::ShuttingDown, "server shutting down"),
-            };
-            metrics::handshake(code.label());
+        Err((code, reason, label)) => {
+            metrics::handshake(label);
             metrics::closed(code);
             close_with_closing(&mut send, &connection, code, reason).await;
             return Ok(());

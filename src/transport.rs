@@ -13,9 +13,21 @@ use wtransport::quinn::{IdleTimeout, VarInt};
 use crate::codec::FRAME_HEADER_LEN;
 use crate::protocol::MAX_FRAME_LEN;
 
+/// One whole frame on the wire: its length prefix and the largest payload.
+const FRAME_ON_WIRE: u32 = (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u32;
+/// What a client may have in flight towards the server on the signaling
+/// stream: two whole frames.
+pub const STREAM_RECEIVE_WINDOW: u32 = 2 * FRAME_ON_WIRE;
+/// What a client may have in flight towards the server on all streams.
+pub const RECEIVE_WINDOW: u32 = 3 * FRAME_ON_WIRE;
+/// What the server keeps sent but unacknowledged for one client.
+pub const SEND_WINDOW: u64 = 4 * FRAME_ON_WIRE as u64;
+/// Datagrams received and not yet read, and queued and not yet sent.
+pub const DATAGRAM_BUFFER: usize = 64 * 1024;
+
 /// Transport parameters sized for one signaling stream per session rather
 /// than quinn's bulk-transfer defaults: small windows and buffers keep a slow
-/// or hostile client's cost bounded.
+/// or hostile client's cost bounded (see [`crate::frontdoor::budget`]).
 pub fn transport_config(
     idle_timeout: Duration,
     keep_alive: Duration,
@@ -26,13 +38,11 @@ pub fn transport_config(
     config.max_concurrent_bidi_streams(VarInt::from_u32(4));
     // HTTP/3 control and QPACK streams, with room to spare.
     config.max_concurrent_uni_streams(VarInt::from_u32(8));
-    // Two whole frames may be in flight on the signaling stream.
-    let frame = (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u32;
-    config.stream_receive_window(VarInt::from_u32(2 * frame));
-    config.receive_window(VarInt::from_u32(3 * frame));
-    config.send_window(4 * u64::from(frame));
-    config.datagram_receive_buffer_size(Some(64 * 1024));
-    config.datagram_send_buffer_size(64 * 1024);
+    config.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW));
+    config.receive_window(VarInt::from_u32(RECEIVE_WINDOW));
+    config.send_window(SEND_WINDOW);
+    config.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    config.datagram_send_buffer_size(DATAGRAM_BUFFER);
     config.max_idle_timeout(Some(
         IdleTimeout::try_from(idle_timeout).context("idle timeout")?,
     ));

@@ -40,6 +40,8 @@
 //!   minimal client session; [`pacer`]: per-session pacing.
 //! - [`relay`], [`chat`], [`churn`]: the scenarios; [`pair`]: what relay
 //!   and chat share (stamped payloads, the final check).
+//! - [`flood`] (`--flood-initials`): a handshake flood of real
+//!   [`initials`] beside the scenario, timing newcomers meanwhile.
 //! - [`procfs`]: CPU, memory and UDP counters from /proc; [`figures`] and
 //!   [`report`]: the JSON line; [`progress`]: the line on stderr.
 //! - [`loopback`]: address checks and UDP endpoints; [`sidecar`]: the
@@ -54,6 +56,10 @@ mod chat;
 mod churn;
 #[path = "quicmatch-load/figures.rs"]
 mod figures;
+#[path = "quicmatch-load/flood.rs"]
+mod flood;
+#[path = "quicmatch-load/initials.rs"]
+mod initials;
 #[path = "quicmatch-load/loopback.rs"]
 mod loopback;
 #[path = "quicmatch-load/pacer.rs"]

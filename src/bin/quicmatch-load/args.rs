@@ -121,6 +121,21 @@ pub struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+
+    /// During the scenario, send this many QUIC Initials that never complete
+    /// a handshake from one UDP socket (a handshake flood), time a newcomer's
+    /// session once a second and report the server's memory growth.
+    #[arg(long, default_value_t = 0)]
+    pub flood_initials: u32,
+
+    /// Seconds over which the flood's Initials are spread.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub flood_secs: u32,
+
+    /// Where the flood and its newcomers go (default: the first --url), e.g.
+    /// the server's other address family, outside its --trusted-net.
+    #[arg(long)]
+    pub flood_url: Option<String>,
 }
 
 impl Args {
@@ -136,6 +151,10 @@ impl Args {
         ensure!(
             (64..=MAX_CHAT_LEN).contains(&self.chat_bytes),
             "--chat-bytes must be from 64 to {MAX_CHAT_LEN}"
+        );
+        ensure!(
+            self.flood_initials == 0 || self.scenario != Scenario::Churn,
+            "--flood-initials runs beside relay or chat (a newcomer would be matched in churn)"
         );
         Ok(())
     }

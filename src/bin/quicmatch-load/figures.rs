@@ -69,4 +69,6 @@ pub struct Figures {
     pub server_socket_drops: Option<u64>,
     /// Datagrams the kernel dropped on the generator's sockets during the run.
     pub generator_socket_drops: Option<u64>,
+    /// What `--flood-initials` measured.
+    pub flood: Option<serde_json::Value>,
 }

@@ -109,6 +109,7 @@ pub fn report(shared: &Shared, f: &mut Figures) -> (Value, bool) {
         "errors": errors,
         "failures_total": failures_total,
         "failures": shared.failures.kept(),
+        "flood": f.flood,
     });
     (value, ok)
 }

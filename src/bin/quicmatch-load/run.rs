@@ -94,6 +94,8 @@ pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
 
     // The scenario.
     let healthy = Counters::get(&shared.counters.misrouted) == 0 && shared.failures.total() == 0;
+    let flood = (args.flood_initials > 0 && healthy)
+        .then(|| tokio::spawn(crate::flood::flood(shared.clone(), hashes.clone())));
     let started = sample(pid);
     if args.scenario != Scenario::Connect {
         if healthy {
@@ -102,6 +104,25 @@ pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
             figures.scenario = Some(Phase::between(&started, &end, ticks));
         } else {
             shared.fail("scenario skipped: the set-up already failed".into());
+        }
+    }
+
+    if let Some(flood) = flood {
+        match flood.await {
+            Ok(Ok(mut flooded)) => {
+                let value = flooded.json();
+                if let Some(failures) = value["newcomer_failures"].as_array()
+                    && !failures.is_empty()
+                {
+                    shared.fail(format!(
+                        "{} newcomers failed during the flood",
+                        failures.len()
+                    ));
+                }
+                figures.flood = Some(value);
+            }
+            Ok(Err(error)) => shared.fail(format!("flood: {error:#}")),
+            Err(error) => shared.fail(format!("flood: {error}")),
         }
     }
 
