@@ -8,6 +8,11 @@ use clap::{Parser, ValueEnum};
 
 use crate::protocol::DEFAULT_MIN_AGE;
 
+/// Source ports whose packets are never answered: services that reply to
+/// a single UDP packet, so a packet "from" them is likely spoofed, to make
+/// the server send its answer at them (s2n-quic's list).
+pub const DEFAULT_IGNORED_SOURCE_PORTS: &str = "0,17,19,53,111,123,137,138,161,389,500";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -146,7 +151,7 @@ pub struct Config {
     #[arg(long, env = "HANDSHAKE_SOFT_LIMIT", default_value_t = 64)]
     pub handshake_soft_limit: usize,
 
-    /// QUIC handshakes in flight past which new connections are refused. Sources in --trusted-net are exempt from both handshake limits.
+    /// QUIC handshakes in flight past which new connections are refused (from any source).
     #[arg(long, env = "HANDSHAKE_LIMIT", default_value_t = 256)]
     pub handshake_limit: usize,
 
@@ -159,11 +164,11 @@ pub struct Config {
         long = "ignored-source-port",
         env = "IGNORED_SOURCE_PORTS",
         value_delimiter = ',',
-        default_value = "0,17,19,53,111,123,137,138,161,389,500"
+        default_value = DEFAULT_IGNORED_SOURCE_PORTS
     )]
     pub ignored_source_ports: Vec<u16>,
 
-    /// Networks exempt from the handshake and per-source limits (CIDR or address, comma-separated; `none` trusts no one). The session cap and memory ceiling still apply.
+    /// Networks exempt from the Retry and the per-source limits (CIDR or address, comma-separated; `none` trusts no one): only networks whose addresses cannot be spoofed from outside. The hard handshake limit, the session cap and the memory ceiling still apply.
     #[arg(
         long = "trusted-net",
         env = "TRUSTED_NETS",

@@ -4,7 +4,7 @@
 //!
 //! 1. From a reflection-prone source port (DNS, NTP, SNMP, …: answers there
 //!    would bounce off a service at a spoofed victim's address): ignored, no
-//!    packet sent.
+//!    Retry or handshake sent.
 //! 2. With `--handshake-limit` handshakes in flight already: refused (one
 //!    stateless packet).
 //! 3. With `--handshake-soft-limit` in flight and an address not yet proven:
@@ -17,9 +17,11 @@
 //! [`Admission`] decides from its origin and join token whether it may open
 //! a session at all (403); then its source's share is checked
 //! ([`sources`]): sessions at once and new sessions a second; over either,
-//! the request is answered 429. Both before a session exists. Sources in `--trusted-net` (loopback by default) skip
-//! steps 2, 3 and the source limits; nothing skips the session cap or the
-//! memory ceiling ([`budget`]).
+//! the request is answered 429. Both before a session exists.
+//!
+//! Sources in `--trusted-net` (loopback by default: it cannot be spoofed
+//! from outside) skip step 3 and the source limits; nothing skips the hard
+//! limit, the session cap or the memory ceiling ([`budget`]).
 
 pub mod budget;
 pub mod sources;
@@ -33,11 +35,6 @@ use crate::admission::Admission;
 use crate::config::Config;
 use budget::{MemoryCeiling, SessionCost};
 use sources::{OverLimit, SourceKey, SourceLimits, SourceTable, TrustedNets};
-
-/// Source ports whose traffic is never answered: services that reply to a
-/// single UDP packet, so a packet "from" them is likely spoofed, to make this
-/// server send its answer at them (as s2n-quic's default).
-pub const REFLECTION_PORTS: [u16; 11] = [0, 17, 19, 53, 111, 123, 137, 138, 161, 389, 500];
 
 /// The handshake limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +85,10 @@ fn first_packet(
     if limits.ignored_ports.contains(&port) {
         return Some(Arrival::Ignore);
     }
-    if trusted {
-        return None;
-    }
     if in_flight >= limits.hard {
         return Some(Arrival::Refuse);
     }
-    if in_flight >= limits.soft && !validated {
+    if in_flight >= limits.soft && !validated && !trusted {
         return Some(Arrival::Retry);
     }
     None
@@ -187,12 +181,15 @@ impl FrontDoor {
             SessionCost::worst_case(usize::try_from(config.outbound_queue_bytes)?),
             config.handshake_limit,
         )?;
+        // Room for every source that can hold a session, and as many again
+        // that recently did.
+        let max_sources = ceiling.session_cap().saturating_mul(2).max(1024);
         Ok(FrontDoor {
             admission: Admission::from_config(config)?,
             handshakes,
             in_flight: AtomicUsize::new(0),
             trusted,
-            sources: Mutex::new(SourceTable::new(limits)),
+            sources: Mutex::new(SourceTable::new(limits, max_sources)),
             ceiling,
         })
     }
@@ -204,20 +201,29 @@ impl FrontDoor {
     /// Decides a new connection from its first packet: its source and
     /// whether that address is proven (it came back with a Retry token).
     pub fn arrive(self: &Arc<Self>, remote: SocketAddr, validated: bool) -> Arrival {
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
         let trusted = self.trusted.contains(remote.ip());
-        if let Some(answer) = first_packet(
-            &self.handshakes,
-            in_flight,
-            remote.port(),
-            validated,
-            trusted,
-        ) {
-            return answer;
+        let mut answer = None;
+        // Decided and counted in one step, so that accept loops of several
+        // endpoints never take the count past the hard limit together.
+        let counted =
+            self.in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |in_flight| {
+                    answer = first_packet(
+                        &self.handshakes,
+                        in_flight,
+                        remote.port(),
+                        validated,
+                        trusted,
+                    );
+                    answer.is_none().then_some(in_flight + 1)
+                });
+        match (counted, answer) {
+            (Err(_), Some(answer)) => answer,
+            _ => {
+                metrics::gauge!("quicmatch_handshakes_in_flight").increment(1.0);
+                Arrival::Proceed(HandshakeSlot(self.clone()))
+            }
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("quicmatch_handshakes_in_flight").increment(1.0);
-        Arrival::Proceed(HandshakeSlot(self.clone()))
     }
 
     /// A session from `ip` asks to be admitted: a seat in its source's
@@ -305,12 +311,19 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    fn reflection_ports() -> Vec<u16> {
+        crate::config::DEFAULT_IGNORED_SOURCE_PORTS
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect()
+    }
+
     fn limits() -> HandshakeLimits {
         HandshakeLimits {
             soft: 2,
             hard: 4,
             timeout: Duration::from_secs(10),
-            ignored_ports: REFLECTION_PORTS.to_vec(),
+            ignored_ports: reflection_ports(),
         }
     }
 
@@ -326,9 +339,12 @@ mod tests {
         assert_eq!(decide(2, 50_000, true, false), None);
         assert_eq!(decide(4, 50_000, true, false), Some("refused"));
         assert_eq!(decide(4, 50_000, false, false), Some("refused"));
-        // Trusted sources skip the handshake limits, not the port rule.
-        assert_eq!(decide(100, 50_000, false, true), None);
-        for port in REFLECTION_PORTS {
+        // Trusted sources skip the Retry, not the hard limit or the ports.
+        assert_eq!(decide(3, 50_000, false, true), None);
+        assert_eq!(decide(4, 50_000, false, true), Some("refused"));
+        let ports = reflection_ports();
+        assert_eq!(ports, [0, 17, 19, 53, 111, 123, 137, 138, 161, 389, 500]);
+        for port in ports {
             assert_eq!(decide(0, port, true, true), Some("ignored"));
         }
     }

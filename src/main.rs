@@ -59,22 +59,10 @@ async fn return_memory_after_crowds(server: &Server) {
         let peak = server.take_session_peak();
         let now = server.hub().node_stats().active_users;
         if peak.saturating_sub(now) >= WORTH_TRIMMING && now * 2 <= peak {
-            trim_heap();
+            quicmatch::frontdoor::budget::trim_heap();
         }
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim only releases free heap memory; it touches no
-    // memory that is in use and has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// Reloads the certificate on each SIGHUP; resolves on SIGINT or SIGTERM.
 async fn serve_signals(server: &Server) -> anyhow::Result<()> {

@@ -26,7 +26,10 @@ use crate::transport::{DATAGRAM_BUFFER, RECEIVE_WINDOW, SEND_WINDOW};
 pub const SESSION_BASE: u64 = 96 * 1024;
 /// One QUIC handshake in flight (TLS state, crypto buffers, its task):
 /// measured at 37 KiB; rounded up.
-pub const HANDSHAKE_COST: u64 = 40 * 1024;
+pub const HANDSHAKE_STATE: u64 = 40 * 1024;
+/// One handshake slot at worst: its state, plus what a client whose QUIC
+/// handshake is done may send before its CONNECT (the receive window).
+pub const HANDSHAKE_COST: u64 = HANDSHAKE_STATE + RECEIVE_WINDOW as u64;
 /// The process with no session: runtime, sockets, sidecar, metrics.
 pub const PROCESS_BASE: u64 = 32 * 1024 * 1024;
 /// How often the resident memory is read.
@@ -36,7 +39,8 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCost {
     /// The outbound queue: the server's own frames, plus relays (half as
-    /// much again, see [`crate::peer::Peer`]).
+    /// much again, see [`crate::peer::Peer`]; from a partner on another
+    /// node of a pool, up to twice that).
     pub outbound_queue: u64,
     /// Frames taken off the queue for one write, at most one frame past
     /// the batch limit.
@@ -59,7 +63,7 @@ impl SessionCost {
         let frame = (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u64;
         let queue = outbound_queue_bytes as u64;
         SessionCost {
-            outbound_queue: queue + queue / 2,
+            outbound_queue: 2 * queue,
             write_batch: crate::session::MAX_BATCH_BYTES as u64 + frame,
             read_buffer: 2 * frame,
             quic_receive: u64::from(RECEIVE_WINDOW),
@@ -155,24 +159,54 @@ impl MemoryCeiling {
     }
 
     /// Reads the resident memory every second until `shutdown`; with no
-    /// budget there is nothing to check and it returns at once.
+    /// budget there is nothing to check and it returns at once. Over the
+    /// budget, the allocator is first asked to give back what it holds
+    /// free, so that memory freed by sessions gone does not keep newcomers
+    /// out.
     pub async fn watch(&self, shutdown: CancellationToken) {
-        if self.budget.is_none() {
+        let Some(budget) = self.budget else {
             return;
-        }
+        };
         let mut every = tokio::time::interval(SAMPLE_EVERY);
+        let mut unreadable_logged = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = every.tick() => {
-                    if let Some(bytes) = resident_bytes() {
-                        self.resident.store(bytes, Ordering::Relaxed);
-                    }
+                _ = every.tick() => {}
+            }
+            let mut resident = resident_bytes();
+            if resident.is_some_and(|bytes| bytes > budget) {
+                trim_heap();
+                resident = resident_bytes();
+            }
+            match resident {
+                Some(bytes) => self.resident.store(bytes, Ordering::Relaxed),
+                None if !unreadable_logged => {
+                    unreadable_logged = true;
+                    tracing::warn!(
+                        "cannot read /proc/self/statm: the memory budget's live check is off"
+                    );
                 }
+                None => {}
             }
         }
     }
 }
+
+/// Gives the heap's free memory back to the system (glibc keeps it
+/// otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free heap memory; it touches no
+    // memory that is in use and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Gives the heap's free memory back to the system (nothing to do here).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap() {}
 
 /// The process's resident memory, from `/proc/self/statm` (Linux).
 pub fn resident_bytes() -> Option<u64> {
@@ -225,9 +259,9 @@ mod tests {
     #[test]
     fn the_default_worst_case_is_about_one_and_a_quarter_mebibytes() {
         let cost = SessionCost::worst_case(256 * 1024);
-        assert_eq!(cost.outbound_queue, 384 * 1024);
-        // What docs/security.md quotes: 1,312 KiB.
-        assert_eq!(cost.total() >> 10, 1312);
+        assert_eq!(cost.outbound_queue, 512 * 1024);
+        // What docs/security.md quotes: 1,440 KiB.
+        assert_eq!(cost.total() >> 10, 1440);
     }
 
     #[test]
@@ -246,7 +280,7 @@ mod tests {
         assert!(MemoryCeiling::new(Some(PROCESS_BASE), 20_000, cost, 256).is_err());
         // What docs/security.md quotes for the defaults.
         let four = MemoryCeiling::new(Some(4 << 30), 20_000, cost, 256).unwrap();
-        assert_eq!(four.session_cap(), 3164);
+        assert_eq!(four.session_cap(), 2848);
     }
 
     #[test]

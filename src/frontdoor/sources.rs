@@ -33,7 +33,7 @@ impl SourceKey {
     }
 }
 
-/// Networks exempt from every front-door limit but the session cap
+/// Networks exempt from the Retry and the per-source limits
 /// (`--trusted-net`; by default loopback, so local tools and load tests work).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedNets(Vec<IpNet>);
@@ -90,10 +90,12 @@ struct Entry {
     at: Instant,
 }
 
-/// Every source that holds a session or opened one recently.
+/// Every source that holds a session or opened one recently, up to a bound.
 #[derive(Debug)]
 pub struct SourceTable {
     limits: SourceLimits,
+    /// Sources remembered at most; a new one past it is refused.
+    max_sources: usize,
     entries: HashMap<SourceKey, Entry>,
     /// Admissions since the table last forgot idle sources.
     since_sweep: usize,
@@ -104,10 +106,11 @@ pub struct SourceTable {
 const SWEEP_EVERY: usize = 1024;
 
 impl SourceTable {
-    /// An empty table enforcing `limits`.
-    pub fn new(limits: SourceLimits) -> SourceTable {
+    /// An empty table enforcing `limits`, remembering at most `max_sources`.
+    pub fn new(limits: SourceLimits, max_sources: usize) -> SourceTable {
         SourceTable {
             limits,
+            max_sources,
             entries: HashMap::new(),
             since_sweep: 0,
         }
@@ -118,6 +121,14 @@ impl SourceTable {
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.sweep(now);
+        }
+        if self.entries.len() >= self.max_sources && !self.entries.contains_key(&key) {
+            self.sweep(now);
+            if self.entries.len() >= self.max_sources {
+                // Every place is taken by sources with sessions or a fresh
+                // burst: a newcomer waits as if over its rate.
+                return Err(OverLimit::Rate);
+            }
         }
         let limits = self.limits;
         let entry = self.entries.entry(key).or_insert(Entry {
@@ -215,11 +226,14 @@ mod tests {
 
     #[test]
     fn a_source_holds_at_most_its_sessions_and_gets_a_place_back_when_one_ends() {
-        let mut table = SourceTable::new(SourceLimits {
-            rate: 1000.0,
-            burst: 1000,
-            ..LIMITS
-        });
+        let mut table = SourceTable::new(
+            SourceLimits {
+                rate: 1000.0,
+                burst: 1000,
+                ..LIMITS
+            },
+            100,
+        );
         let (key, now) = (v4("192.0.2.1"), Instant::now());
         for _ in 0..3 {
             assert_eq!(table.admit(key, now), Ok(()));
@@ -232,10 +246,13 @@ mod tests {
 
     #[test]
     fn a_source_opens_a_burst_at_once_then_at_its_rate() {
-        let mut table = SourceTable::new(SourceLimits {
-            sessions: 100,
-            ..LIMITS
-        });
+        let mut table = SourceTable::new(
+            SourceLimits {
+                sessions: 100,
+                ..LIMITS
+            },
+            100,
+        );
         let (key, start) = (v4("192.0.2.1"), Instant::now());
         for _ in 0..4 {
             assert_eq!(table.admit(key, start), Ok(()));
@@ -251,7 +268,7 @@ mod tests {
 
     #[test]
     fn idle_sources_are_forgotten_and_busy_ones_kept() {
-        let mut table = SourceTable::new(LIMITS);
+        let mut table = SourceTable::new(LIMITS, 1 << 20);
         let start = Instant::now();
         let busy = v4("10.0.0.1");
         table.admit(busy, start).unwrap();
@@ -270,6 +287,21 @@ mod tests {
         assert_eq!(table.sessions(busy), 1);
     }
 
+    #[test]
+    fn the_table_is_bounded_and_makes_room_from_idle_sources() {
+        let mut table = SourceTable::new(LIMITS, 3);
+        let start = Instant::now();
+        for i in 0..3 {
+            table.admit(SourceKey::V4(i), start).unwrap();
+        }
+        assert_eq!(table.admit(SourceKey::V4(9), start), Err(OverLimit::Rate));
+        // One leaves; once its burst recovers it is forgotten, making room.
+        table.release(SourceKey::V4(0));
+        let later = start + Duration::from_secs(3);
+        assert_eq!(table.admit(SourceKey::V4(9), later), Ok(()));
+        assert!(table.len() <= 3);
+    }
+
     proptest! {
         /// Whatever the order of admissions, releases and time, a source
         /// never holds more than its sessions, never opens more than
@@ -279,7 +311,7 @@ mod tests {
         fn limits_hold_under_any_sequence(
             ops in proptest::collection::vec((0u8..4, 0u32..3, 0u64..400), 1..300)
         ) {
-            let mut table = SourceTable::new(LIMITS);
+            let mut table = SourceTable::new(LIMITS, 1 << 20);
             let start = Instant::now();
             let mut now = start;
             let mut held = [0u32; 3];
