@@ -15,12 +15,15 @@
 //! tower's limits around the router.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -123,6 +126,9 @@ pub struct SidecarState {
     /// `--public-url`: the session URL to give, if not built from `Host`.
     public_url: Option<String>,
     limits: SidecarLimits,
+    /// Where `GET /signal` WebSocket sessions go (none: the route answers
+    /// 404).
+    websocket: Option<Arc<crate::websocket::WebSocketSessions>>,
 }
 
 impl SidecarState {
@@ -145,6 +151,15 @@ impl SidecarState {
             history,
             public_url,
             limits: SidecarLimits::default(),
+            websocket: None,
+        }
+    }
+
+    /// The same state, also serving WebSocket sessions (PROTOCOL section 7).
+    pub fn with_websocket(self, sessions: Arc<crate::websocket::WebSocketSessions>) -> Self {
+        SidecarState {
+            websocket: Some(sessions),
+            ..self
         }
     }
 
@@ -172,6 +187,7 @@ pub fn router(state: SidecarState) -> Router {
         .route("/api/webtransport", get(webtransport))
         .route("/metrics", get(metrics_page))
         .route("/api/history", get(history))
+        .route(SIGNAL_PATH, get(signal))
         .with_state(state)
         .merge(crate::web_assets::router())
 }
@@ -310,7 +326,21 @@ async fn connection<S>(
 {
     // Responses are written whole; no reason to wait for more.
     let _ = stream.set_nodelay(true);
-    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    // Handlers may ask who is on the other end (the WebSocket fallback's
+    // per-source limits).
+    let remote = stream.peer_addr().ok();
+    let service = tower::ServiceExt::map_request(service, move |mut request: Request<Incoming>| {
+        if let Some(remote) = remote {
+            request.extensions_mut().insert(ConnectInfo(remote));
+        }
+        request
+    });
+    // An upgraded connection (a WebSocket session) leaves hyper: it is the
+    // session's from then on, bounded by the session's own limits, and no
+    // longer by this connection's age.
+    let conn = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let ended = tokio::select! {
         result = conn.as_mut() => Some(result),
@@ -496,12 +526,61 @@ async fn stats(State(state): State<SidecarState>) -> Response {
     })
 }
 
+/// `GET /signal`: a WebSocket session (PROTOCOL section 7).
+async fn signal(
+    State(state): State<SidecarState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(sessions) = state.websocket.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match upgrade {
+        Ok(upgrade) => crate::websocket::upgrade(sessions, remote, &uri, &headers, upgrade).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
 /// `GET /api/webtransport`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WebTransportInfo {
     url: String,
     server_certificate_hashes: Vec<CertificateHash>,
+    /// The WebSocket fallback's URL, on this sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    websocket: Option<String>,
+}
+
+/// The WebSocket fallback's URL as the client reached this sidecar: `ws://`,
+/// or `wss://` behind a proxy that says it took TLS (`X-Forwarded-Proto`).
+fn websocket_url(state: &SidecarState, headers: &HeaderMap) -> Option<String> {
+    state.websocket.as_ref()?;
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|value| is_authority(value))?;
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|p| p.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let scheme = if tls { "wss" } else { "ws" };
+    Some(format!("{scheme}://{authority}{SIGNAL_PATH}"))
+}
+
+/// Whether a `Host` header is a host, optionally with a port, and nothing
+/// else.
+fn is_authority(value: &str) -> bool {
+    let Some(host) = host_without_port(value) else {
+        return false;
+    };
+    let port = &value[host.len()..];
+    port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Serialize)]
@@ -511,8 +590,12 @@ struct CertificateHash {
 }
 
 async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> Response {
+    let websocket = websocket_url(&state, &headers);
     if let Some(elsewhere) = least_loaded_node(&state.hub) {
-        return public_json(elsewhere);
+        return public_json(WebTransportInfo {
+            websocket,
+            ..elsewhere
+        });
     }
     let host = headers
         .get(header::HOST)
@@ -539,6 +622,7 @@ async fn webtransport(State(state): State<SidecarState>, headers: HeaderMap) -> 
     public_json(WebTransportInfo {
         url,
         server_certificate_hashes: hashes,
+        websocket,
     })
 }
 
@@ -564,6 +648,7 @@ fn least_loaded_node(hub: &crate::hub::Hub) -> Option<WebTransportInfo> {
                 value: value.clone(),
             })
             .collect(),
+        websocket: None,
     })
 }
 

@@ -16,7 +16,8 @@
 //!   limits, per-source limits, the memory ceiling).
 //! - [`server`]: endpoints, accept loops, shutdown; [`transport`], [`tls`];
 //!   [`certs`]: certificate renewal and reload.
-//! - [`http`]: the sidecar; [`metrics`]: its Prometheus page; [`history`]:
+//! - [`http`]: the sidecar, which also carries [`websocket`] sessions (the
+//!   fallback for browsers and networks without WebTransport); [`metrics`]: its Prometheus page; [`history`]:
 //!   the dashboard's last hour; [`config`]:
 //!   flags and environment; [`ice`]: STUN/TURN.
 //! - [`client`]: a native Rust client.
@@ -43,3 +44,4 @@ pub mod session;
 pub mod tls;
 pub mod transport;
 pub mod web_assets;
+pub mod websocket;

@@ -38,6 +38,32 @@ pub enum Outbound {
     },
     /// From here on, relays of this match (or of none) are current.
     MatchChanged(Option<u64>),
+    /// A datagram for a WebSocket session, which carries datagrams in order
+    /// with its frames (a WebTransport session's go straight out).
+    Datagram(Bytes),
+}
+
+/// How a session's client is reached.
+#[derive(Debug)]
+pub enum Link {
+    /// A WebTransport session: its writer puts frames on the signaling
+    /// stream; datagrams go straight out.
+    WebTransport(wtransport::Connection),
+    /// A WebSocket session (PROTOCOL section 7): frames and datagrams both go
+    /// through the queue, in order.
+    WebSocket {
+        /// Messages its writer has sent: grows while its client reads.
+        written: AtomicU64,
+    },
+}
+
+impl Link {
+    /// A WebSocket link that has sent nothing yet.
+    pub fn websocket() -> Link {
+        Link::WebSocket {
+            written: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a queued item is charged beyond its bytes (channel slot, `Bytes`
@@ -168,7 +194,7 @@ pub enum Routing {
 #[derive(Debug)]
 pub struct Peer {
     id: SessionId,
-    connection: wtransport::Connection,
+    link: Link,
     outbound: mpsc::UnboundedSender<Outbound>,
     queued_bytes: AtomicUsize,
     relay_bytes: AtomicUsize,
@@ -191,16 +217,17 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer for session `id`, and the receiving end of its outbound queue.
+    /// A peer for session `id` reached through `link`, and the receiving
+    /// end of its outbound queue.
     pub fn new(
         id: SessionId,
-        connection: wtransport::Connection,
+        link: Link,
         queue_limit: usize,
     ) -> (Arc<Peer>, mpsc::UnboundedReceiver<Outbound>) {
         let (outbound, rx) = mpsc::unbounded_channel();
         let peer = Peer {
             id,
-            connection,
+            link,
             outbound,
             queued_bytes: AtomicUsize::new(0),
             relay_bytes: AtomicUsize::new(0),
@@ -244,9 +271,12 @@ impl Peer {
         self.id
     }
 
-    /// The session's WebTransport connection.
-    pub fn connection(&self) -> &wtransport::Connection {
-        &self.connection
+    /// The session's WebTransport connection (none for a WebSocket).
+    pub fn connection(&self) -> Option<&wtransport::Connection> {
+        match &self.link {
+            Link::WebTransport(connection) => Some(connection),
+            Link::WebSocket { .. } => None,
+        }
     }
 
     /// The budget `item` is charged to: its counter, its cost and its limit.
@@ -263,6 +293,11 @@ impl Peer {
                 self.queue_limit / 2,
             ),
             Outbound::MatchChanged(_) => (&self.queued_bytes, ITEM_OVERHEAD, self.queue_limit),
+            Outbound::Datagram(payload) => (
+                &self.queued_bytes,
+                payload.len() + ITEM_OVERHEAD,
+                self.queue_limit,
+            ),
         }
     }
 
@@ -356,11 +391,22 @@ impl Peer {
         }
     }
 
-    /// STREAM frames this session's connection has sent so far: while its
-    /// client reads, however slowly, flow control lets more out and this
-    /// grows; a client that reads nothing keeps it still.
+    /// STREAM frames this session's connection has sent so far (messages,
+    /// over a WebSocket): while its client reads, however slowly, flow
+    /// control lets more out and this grows; a client that reads nothing
+    /// keeps it still.
     pub fn stream_frames_sent(&self) -> u64 {
-        self.connection.quic_connection().stats().frame_tx.stream
+        match &self.link {
+            Link::WebTransport(connection) => connection.quic_connection().stats().frame_tx.stream,
+            Link::WebSocket { written } => written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A WebSocket session's writer has sent `messages` more.
+    pub fn note_written(&self, messages: u64) {
+        if let Link::WebSocket { written } = &self.link {
+            written.fetch_add(messages, Ordering::Relaxed);
+        }
     }
 
     /// The writer has taken `item` off the queue (written or dropped it).
@@ -412,9 +458,15 @@ impl Peer {
             });
     }
 
-    /// Sends a datagram from the partner to this session's client.
+    /// Sends a datagram from the partner to this session's client. Over a
+    /// WebSocket it is queued, and dropped if the queue is full (as a
+    /// datagram may be lost).
     pub fn deliver_datagram(&self, payload: Bytes, is_chat: bool, ack_cap: u32) {
-        if self.connection.send_datagram(payload).is_ok() && is_chat {
+        let sent = match &self.link {
+            Link::WebTransport(connection) => connection.send_datagram(payload).is_ok(),
+            Link::WebSocket { .. } => self.try_enqueue(Outbound::Datagram(payload)).is_ok(),
+        };
+        if sent && is_chat {
             self.owe_ack(ack_cap);
         }
     }

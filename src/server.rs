@@ -27,6 +27,7 @@ use crate::registry::Stats;
 use crate::session::{self, Limits};
 use crate::tls::{self, CertSource, TlsIdentity};
 use crate::transport;
+use crate::websocket::WebSocketSessions;
 
 /// Connection attempts quinn may hold before the accept loop decides them.
 const INCOMING_QUEUE: usize = 4096;
@@ -142,7 +143,15 @@ impl Server {
             metrics,
             history,
             config.public_url.clone(),
-        );
+        )
+        .with_websocket(Arc::new(WebSocketSessions {
+            hub: hub.clone(),
+            door: door.clone(),
+            limits,
+            tracker: sessions.clone(),
+            keep_alive,
+            idle_timeout,
+        }));
         for &ip in &config.bind {
             let listener = transport::bind_tcp(ip, http_port)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;

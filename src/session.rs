@@ -1,11 +1,15 @@
 //! One WebTransport session: the handshake, the signaling stream's reader and
 //! writer, and the datagram path. The rules live in the registry and the
-//! peer; this is the thin async layer that moves bytes between them.
+//! peer, and what the client sends is judged by [`input`], whatever carries
+//! it; this is the thin async layer that moves bytes between them.
+
+pub mod input;
+pub mod outbound;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -14,27 +18,22 @@ use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use crate::admission::Decision;
-use crate::codec::{self, DecodeError, FrameDecoder, encode_frame};
-use crate::frontdoor::{HandshakeSlot, SourceSeat};
+use crate::codec::{FrameDecoder, encode_frame};
+use crate::frontdoor::{FrontDoor, HandshakeSlot, SourceSeat};
 use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
-use crate::peer::{Outbound, Peer, Routing};
-use crate::protocol::{
-    ClientMsg, CloseCode, Datagram, ErrorCode, MAX_CHAT_LEN, MAX_CLOSE_REASON_LEN,
-    MAX_ICE_FIELD_LEN, MAX_SDP_LEN, ServerMsg,
-};
-use crate::ratelimit::{FloodGuard, Kind, Verdict};
-use crate::registry::RefusedError;
+use crate::peer::{Link, Outbound, Peer};
+use crate::protocol::{CloseCode, MAX_CLOSE_REASON_LEN, ServerMsg};
+use input::Input;
+use outbound::{Drain, Unit};
 
 /// How long the final `Closing` frame may take to be acknowledged.
-const CLOSING_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const CLOSING_GRACE: Duration = Duration::from_secs(1);
 /// Stream error code used to refuse extra streams.
 const REFUSED_STREAM: u32 = 0x10;
 /// Most frames, and bytes, taken off the queue for one write.
 const MAX_BATCH: usize = 64;
 pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024;
-/// The first byte of a `Datagram::ChatAck` (its variant index).
-const CHAT_ACK_TAG: u8 = 1;
 /// Read buffer kept by an idle session; larger buffers are given back.
 const IDLE_READ_BUFFER: usize = 4 * 1024;
 
@@ -155,11 +154,55 @@ async fn serve_inner(
     };
     tokio::spawn(refuse_extra_streams(connection.clone()));
 
+    let link = Link::WebTransport(connection.clone());
+    let (peer, outbound) = match enter(&door, &hub, link, limits) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            close_with_closing(&mut send, &connection, refusal.code, refusal.reason).await;
+            return Ok(());
+        }
+    };
+    metrics::handshake("accepted");
+    metrics::session_set_up(started.elapsed());
+    tracing::Span::current().record("id", peer.id());
+    debug!(remote = %connection.remote_address(), "session open");
+    let writer = tokio::spawn(
+        write_loop(peer.clone(), connection.clone(), send, outbound).in_current_span(),
+    );
+    {
+        let _leave = Admitted {
+            hub: &hub,
+            peer: &peer,
+        };
+        read_loop(&peer, &connection, &hub, recv, limits).await;
+    }
+    let _ = writer.await;
+    debug!("session closed");
+    Ok(())
+}
+
+/// Why a session that reached the hub was not let in, told in `Closing`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal {
+    /// The close code.
+    pub code: CloseCode,
+    /// The reason.
+    pub reason: &'static str,
+}
+
+/// Lets a session that passed the front door into the hub, unless the
+/// memory ceiling, the session cap or a shutdown keeps it out (counted).
+pub(crate) fn enter(
+    door: &FrontDoor,
+    hub: &Hub,
+    link: Link,
+    limits: Limits,
+) -> Result<(Arc<Peer>, mpsc::UnboundedReceiver<Outbound>), Refusal> {
     const AT_CAPACITY: &str = "server at capacity";
     let admitted = if door.ceiling().is_over() {
         Err((CloseCode::AtCapacity, AT_CAPACITY, "over_memory"))
     } else {
-        hub.connect(|id| Peer::new(id, connection.clone(), limits.outbound_queue_bytes))
+        hub.connect(|id| Peer::new(id, link, limits.outbound_queue_bytes))
             .map_err(|refused| match refused {
                 NotAdmitted::AtCapacity => (CloseCode::AtCapacity, AT_CAPACITY, "at_capacity"),
                 NotAdmitted::ShuttingDown => (
@@ -169,37 +212,20 @@ async fn serve_inner(
                 ),
             })
     };
-    let (peer, outbound) = match admitted {
-        Ok(admitted) => admitted,
-        Err((code, reason, label)) => {
-            metrics::handshake(label);
-            metrics::closed(code);
-            close_with_closing(&mut send, &connection, code, reason).await;
-            return Ok(());
-        }
-    };
-    metrics::handshake("accepted");
-    metrics::session_set_up(started.elapsed());
-    tracing::Span::current().record("id", peer.id());
-    debug!(remote = %connection.remote_address(), "session open");
-    let writer = tokio::spawn(write_loop(peer.clone(), send, outbound).in_current_span());
-    {
-        let _leave = Admitted {
-            hub: &hub,
-            peer: &peer,
-        };
-        read_loop(&peer, &hub, recv, limits).await;
-    }
-    let _ = writer.await;
-    debug!("session closed");
-    Ok(())
+    admitted.map_err(|(code, reason, label)| {
+        metrics::handshake(label);
+        metrics::closed(code);
+        Refusal { code, reason }
+    })
 }
 
 /// Takes an admitted session out of the registry however its reader ends
 /// (even by a panic), and lets its writer close the connection.
-struct Admitted<'a> {
-    hub: &'a Hub,
-    peer: &'a Arc<Peer>,
+pub(crate) struct Admitted<'a> {
+    /// The hub it was admitted to.
+    pub hub: &'a Hub,
+    /// The session.
+    pub peer: &'a Arc<Peer>,
 }
 
 impl Drop for Admitted<'_> {
@@ -233,14 +259,15 @@ async fn refuse_extra_streams(connection: Connection) {
 
 /// Reads frames and datagrams until the client goes away or a close is
 /// requested.
-async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Limits) {
-    let connection = peer.connection().clone();
+async fn read_loop(
+    peer: &Arc<Peer>,
+    connection: &Connection,
+    hub: &Hub,
+    mut recv: RecvStream,
+    limits: Limits,
+) {
     let mut decoder = FrameDecoder::default();
-    let mut guard = FloodGuard::new(
-        limits.frame_rate,
-        limits.datagram_rate,
-        std::time::Instant::now(),
-    );
+    let mut input = Input::new(limits);
     // Made once: a fresh wait future per wake-up would register (and
     // unregister) a waiter each time.
     let closing = peer.close_requested();
@@ -248,10 +275,7 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
     loop {
         while !peer.is_closing() {
             match decoder.next_frame() {
-                Ok(Some(frame)) => match guard.check(Kind::Frame, std::time::Instant::now()) {
-                    Verdict::Allow => handle_frame(peer, hub, frame).await,
-                    verdict => on_limited(peer, verdict, "frame"),
-                },
+                Ok(Some(frame)) => input.frame(peer, hub, frame).await,
                 Ok(None) => break,
                 Err(bad) => {
                     debug!(%bad, "unskippable frame length");
@@ -269,178 +293,10 @@ async fn read_loop(peer: &Arc<Peer>, hub: &Hub, mut recv: RecvStream, limits: Li
                 Ok(_) => {}
             },
             datagram = connection.receive_datagram() => match datagram {
-                Ok(datagram) => {
-                    let payload = datagram.payload();
-                    // Acks the protocol obliges the session to send, for
-                    // chats delivered to it, do not count against its rate.
-                    let owed_ack = payload.first() == Some(&CHAT_ACK_TAG) && peer.take_owed_ack();
-                    let verdict = match owed_ack {
-                        true => Verdict::Allow,
-                        false => guard.check(Kind::Datagram, std::time::Instant::now()),
-                    };
-                    match verdict {
-                        Verdict::Allow => handle_datagram(peer, payload, limits.datagram_rate),
-                        verdict => on_limited(peer, verdict, "datagram"),
-                    }
-                }
+                Ok(datagram) => input.datagram(peer, datagram.payload()),
                 Err(_) => return,
             },
         }
-    }
-}
-
-/// A `kind` (frame or datagram) over its rate: dropped, or the session closed.
-fn on_limited(peer: &Peer, verdict: Verdict, kind: &'static str) {
-    if let Verdict::Drop { .. } = verdict {
-        metrics::rate_limited(kind);
-    }
-    match verdict {
-        Verdict::Allow | Verdict::Drop { notify: false } => {}
-        Verdict::Drop { notify: true } => reply_error(
-            peer,
-            ErrorCode::RateLimited,
-            "rate limit exceeded; message dropped",
-        ),
-        Verdict::Close => peer.request_close(CloseCode::Abuse, "too many messages"),
-    }
-}
-
-fn reply(peer: &Peer, msg: &ServerMsg) {
-    peer.push(Outbound::Frame(encode_frame(msg)));
-}
-
-fn reply_error(peer: &Peer, code: ErrorCode, message: &str) {
-    metrics::error_sent(code);
-    reply(
-        peer,
-        &ServerMsg::Error {
-            code,
-            message: message.to_owned(),
-        },
-    );
-}
-
-fn refused(peer: &Peer, error: RefusedError) {
-    let code = match error {
-        RefusedError::InvalidProfile(_) => ErrorCode::InvalidProfile,
-        RefusedError::NotJoined => ErrorCode::NotJoined,
-        RefusedError::AlreadyJoined => ErrorCode::AlreadyJoined,
-        RefusedError::Unavailable => ErrorCode::ServerBusy,
-    };
-    reply_error(peer, code, &error.to_string());
-}
-
-async fn handle_frame(peer: &Arc<Peer>, hub: &Hub, frame: BytesMut) {
-    let msg = match codec::decode::<ClientMsg>(codec::frame_payload(&frame)) {
-        Ok(msg) => msg,
-        Err(error) => return bad_input(peer, &error),
-    };
-    let result = match &msg {
-        ClientMsg::Join(profile) => {
-            metrics::request("join");
-            peer.start_waiting();
-            hub.join(peer.id(), profile.clone()).await
-        }
-        ClientMsg::Stop => {
-            metrics::request("stop");
-            peer.start_waiting();
-            hub.stop(peer.id()).await
-        }
-        ClientMsg::Leave => {
-            metrics::request("leave");
-            peer.stop_waiting();
-            hub.leave(peer.id()).await;
-            Ok(())
-        }
-        ClientMsg::Ping { nonce } => {
-            reply(peer, &ServerMsg::Pong { nonce: *nonce });
-            Ok(())
-        }
-        ClientMsg::Offer { match_id, .. }
-        | ClientMsg::Answer { match_id, .. }
-        | ClientMsg::Ice { match_id, .. } => {
-            match over_limit(&msg) {
-                Some(why) => reply_error(peer, ErrorCode::TooLarge, why),
-                None => relay(peer, &msg, *match_id, &frame).await,
-            }
-            Ok(())
-        }
-    };
-    if let Err(error) = result {
-        refused(peer, error);
-    }
-}
-
-fn bad_input(peer: &Peer, error: &DecodeError) {
-    debug!(%error, "bad frame");
-    reply_error(peer, ErrorCode::BadFrame, &error.to_string());
-}
-
-/// Which limit of section 4.3 a relay message breaks, if any.
-fn over_limit(msg: &ClientMsg) -> Option<&'static str> {
-    let over = |s: &str| s.len() > MAX_ICE_FIELD_LEN;
-    match msg {
-        ClientMsg::Offer { sdp, .. } | ClientMsg::Answer { sdp, .. } if sdp.len() > MAX_SDP_LEN => {
-            Some("sdp is over 32768 bytes")
-        }
-        ClientMsg::Ice { candidate: c, .. }
-            if over(&c.candidate)
-                || c.sdp_mid.as_deref().is_some_and(over)
-                || c.username_fragment.as_deref().is_some_and(over) =>
-        {
-            Some("an ICE candidate field is over 1024 bytes")
-        }
-        _ => None,
-    }
-}
-
-/// Forwards a validated relay message (`msg`, decoded from `frame`) to the
-/// partner.
-async fn relay(peer: &Peer, msg: &ClientMsg, match_id: u64, frame: &[u8]) {
-    match peer.route(match_id) {
-        Routing::Deliver(partner) => {
-            if let Some(relayed) = codec::server_relay_frame(msg, frame) {
-                if let Some(hot) = metrics::hot() {
-                    let kind = match msg {
-                        ClientMsg::Offer { .. } => 0,
-                        ClientMsg::Answer { .. } => 1,
-                        _ => 2,
-                    };
-                    hot.relayed[kind].increment(1);
-                }
-                partner.relay(peer, match_id, relayed).await;
-            }
-        }
-        Routing::Stale => {}
-        Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
-    }
-}
-
-/// Forwards a valid chat datagram to the partner, unchanged; a delivered
-/// chat earns the partner the ack it owes (up to `ack_cap` outstanding).
-fn handle_datagram(peer: &Peer, payload: Bytes, ack_cap: u32) {
-    let datagram = match codec::decode::<Datagram>(&payload) {
-        Ok(datagram) => datagram,
-        Err(error) => return bad_input(peer, &error),
-    };
-    if let Datagram::Chat { text, .. } = &datagram {
-        if text.is_empty() {
-            return reply_error(peer, ErrorCode::BadFrame, "chat text is empty");
-        }
-        if text.len() > MAX_CHAT_LEN {
-            return reply_error(peer, ErrorCode::TooLarge, "chat text is over 1000 bytes");
-        }
-    }
-    match peer.route(datagram.match_id()) {
-        Routing::Deliver(partner) => {
-            let is_chat = matches!(datagram, Datagram::Chat { .. });
-            if let Some(hot) = metrics::hot() {
-                hot.chat[usize::from(!is_chat)].increment(1);
-            }
-            partner.send_datagram(payload, is_chat, ack_cap)
-        }
-        Routing::Stale => {}
-        Routing::NotMatched => reply_error(peer, ErrorCode::NotMatched, "not matched"),
     }
 }
 
@@ -448,18 +304,17 @@ fn handle_datagram(peer: &Peer, payload: Bytes, ack_cap: u32) {
 /// request, sends `Closing` and closes the session.
 async fn write_loop(
     peer: Arc<Peer>,
+    connection: Connection,
     mut send: SendStream,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
 ) {
-    let mut current_match: Option<u64> = None;
+    let mut drain = Drain::default();
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_bytes = 0;
     // Each frame's length as queued, to tell afterwards whether a failed
     // write stopped inside a frame (kept across batches: no allocation each).
     let mut lengths: Vec<usize> = Vec::new();
     let mut cut_short = false;
-    // When each relay of the batch was queued, for the relay-time metric.
-    let mut relay_times: Vec<std::time::Instant> = Vec::new();
     let closing = peer.close_requested();
     tokio::pin!(closing);
     loop {
@@ -473,33 +328,9 @@ async fn write_loop(
         };
         let mut next = Some(first);
         while let Some(item) = next.take().or_else(|| outbound.try_recv().ok()) {
-            peer.dequeued(&item);
-            let frame = match item {
-                Outbound::Frame(frame) => frame,
-                // Relays of an ended match are dropped here, in order.
-                Outbound::Relay {
-                    match_id,
-                    frame,
-                    at,
-                    ..
-                } if current_match == Some(match_id) => {
-                    relay_times.push(at);
-                    frame
-                }
-                Outbound::Relay { .. } => continue,
-                Outbound::MatchChanged(id) => {
-                    match id {
-                        Some(match_id) => {
-                            // From here on, every line of this session names its match.
-                            tracing::Span::current().record("match_id", match_id);
-                            debug!(match_id, "matched");
-                            metrics::matched(peer.take_wait());
-                        }
-                        None => debug!(match_id = current_match, "match ended"),
-                    }
-                    current_match = id;
-                    continue;
-                }
+            // A WebTransport session's datagrams never pass the queue.
+            let Some(Unit::Frame(frame)) = drain.take(&peer, item) else {
+                continue;
             };
             batch_bytes += frame.len();
             batch.push(frame);
@@ -534,21 +365,13 @@ async fn write_loop(
                 .any(|(chunk, &len)| !chunk.is_empty() && chunk.len() != len);
             break;
         }
-        if let Some(hot) = metrics::hot() {
-            let written = std::time::Instant::now();
-            for at in relay_times.drain(..) {
-                hot.relay_seconds
-                    .record(written.saturating_duration_since(at).as_secs_f64());
-            }
-        }
-        relay_times.clear();
+        drain.written();
         batch.clear();
         batch_bytes = 0;
     }
     let (code, reason) = peer.close_reason();
     debug!(code = code.code(), reason, "closing");
     metrics::closed(code);
-    let connection = peer.connection().clone();
     if cut_short {
         // A frame was cut short, so no Closing frame could be parsed after
         // it: the stream is reset. quinn sends no CONNECTION_CLOSE while the

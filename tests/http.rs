@@ -195,6 +195,8 @@ protocol_test! {
                     json!({
                         "url": format!("https://{expected_host}:{quic_port}/signal"),
                         "serverCertificateHashes": hashes_json(&server),
+                        // The WebSocket fallback on this sidecar, as reached.
+                        "websocket": format!("ws://{host}/signal"),
                     }),
                     "Host: {host}"
                 );
@@ -217,6 +219,7 @@ protocol_test! {
             json!({
                 "url": public,
                 "serverCertificateHashes": hashes_json(&server),
+                "websocket": format!("ws://{}/signal", host_header(addr)),
             })
         );
         server.shutdown().await;
@@ -334,6 +337,7 @@ protocol_test! {
             json!({
                 "url": format!("https://127.0.0.1:{}/signal", server.quic_addr().port()),
                 "serverCertificateHashes": [],
+                "websocket": format!("ws://{}/signal", host_header(addr)),
             })
         );
         // The session itself works (this test's certificate is trusted by no one,

@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod redis;
+pub mod websocket;
 
 use std::time::Duration;
 
