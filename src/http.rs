@@ -562,12 +562,27 @@ fn websocket_url(state: &SidecarState, headers: &HeaderMap) -> Option<String> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|value| is_authority(value))?;
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|p| p.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let tls = forwarded_over_tls(headers);
     let scheme = if tls { "wss" } else { "ws" };
     Some(format!("{scheme}://{authority}{SIGNAL_PATH}"))
+}
+
+/// Whether a proxy says the client reached it over TLS: `X-Forwarded-Proto:
+/// https`, or `proto=https` in a standard `Forwarded` header (RFC 7239).
+fn forwarded_over_tls(headers: &HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let x_forwarded =
+        header("x-forwarded-proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let forwarded = header("forwarded").is_some_and(|value| {
+        value
+            .split([';', ','])
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, proto)| {
+                name.eq_ignore_ascii_case("proto")
+                    && proto.trim_matches('"').eq_ignore_ascii_case("https")
+            })
+    });
+    x_forwarded || forwarded
 }
 
 /// Whether a `Host` header is a host, optionally with a port, and nothing
@@ -669,6 +684,24 @@ fn host_without_port(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proxy_that_took_tls_is_believed_in_either_header() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            super::forwarded_over_tls(&headers)
+        };
+        assert!(with("x-forwarded-proto", "https"));
+        assert!(with(
+            "forwarded",
+            "for=192.0.2.60;proto=https;by=203.0.113.43"
+        ));
+        assert!(with("forwarded", "proto=\"HTTPS\""));
+        assert!(!with("x-forwarded-proto", "http"));
+        assert!(!with("forwarded", "for=192.0.2.60;proto=http"));
+        assert!(!super::forwarded_over_tls(&HeaderMap::new()));
+    }
+
     use std::sync::mpsc;
 
     use axum::body::Body;

@@ -296,6 +296,20 @@ async fn write_loop(
     close(&mut sink, code, reason).await;
 }
 
+/// The most a WebSocket close frame's reason may hold (RFC 6455 §5.5: a
+/// control frame's payload is at most 125 bytes, two of them the status).
+const MAX_CLOSE_FRAME_REASON: usize = 123;
+
+/// `reason`, cut at a character boundary to fit a close frame (the
+/// `Closing` unit carries it whole).
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_FRAME_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Sends `Closing` (unless the close is normal), then closes the socket
 /// with status `4000 + code`, within [`CLOSING_GRACE`].
 async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode, reason: &'static str) {
@@ -312,9 +326,38 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode, reason
         let status = CLOSE_STATUS_BASE + code.code() as u16;
         sink.send(Message::Close(Some(CloseFrame {
             code: status,
-            reason: reason.into(),
+            reason: close_reason(reason).into(),
         })))
         .await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        assert_eq!(close_reason("server at capacity"), "server at capacity");
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_FRAME_REASON);
+        assert_eq!(cut.len(), 122);
+    }
+
+    #[test]
+    fn units_carry_a_tag_and_the_payload_without_the_length_prefix() {
+        let frame = encode_frame(&ServerMsg::Pong { nonce: 3 });
+        let Message::Binary(unit) = message_of(Unit::Frame(frame.clone())) else {
+            panic!("binary");
+        };
+        assert_eq!(unit[0], FRAME_TAG);
+        assert_eq!(&unit[1..], &frame[FRAME_HEADER_LEN..]);
+        assert_eq!(frame_of(&unit[1..]), frame);
+        let Message::Binary(unit) = message_of(Unit::Datagram(Bytes::from_static(b"xy"))) else {
+            panic!("binary");
+        };
+        assert_eq!(&unit[..], &[DATAGRAM_TAG, b'x', b'y']);
+    }
 }
