@@ -8,9 +8,18 @@
 //!   ack/resend/dedupe, chat before `Matched`, the reconnect policy).
 //! - `video_call_chat_and_next`: three people with fake cameras; two are matched,
 //!   see each other's video and chat both ways; one presses Next and the other is
-//!   matched with the third, and video flows again.
+//!   matched with the third, and video flows again. All over WebTransport.
+//! - `video_call_chat_and_next_without_webtransport`: the same with
+//!   `WebTransport` taken away from the pages, so the module falls back to the
+//!   WebSocket and that carries the calls and the chat.
+//! - `websocket_page_calls_webtransport_page`: a page whose session is forced
+//!   onto the WebSocket and a page on WebTransport are matched, exchange
+//!   offer, answer and ICE, connect a data channel and chat.
+//! - `webtransport_not_ready_falls_back_to_websocket`: WebTransport pointed at a
+//!   port that never answers; the session falls back to the WebSocket after
+//!   `webTransportTimeoutMs`, says so, and does not wait again on a reconnect.
 //!
-//! The call test runs inside a loopback-only network namespace when it can (see
+//! The call tests run inside a loopback-only network namespace when they can (see
 //! [`run_in_loopback_netns`]). Needs Debian's `chromium` and `chromium-driver`:
 //! every test starts with [`browser_ready`], which installs them when they are
 //! missing and it can (root, apt-get), and otherwise skips the test with one
@@ -46,6 +55,8 @@ const STEP: Duration = Duration::from_secs(30);
 
 const GOLDEN_HARNESS: &str = include_str!("browser/golden_harness.js");
 const SESSION_HARNESS: &str = include_str!("browser/session_harness.js");
+const PEER_HARNESS: &str = include_str!("browser/peer_harness.js");
+const FALLBACK_HARNESS: &str = include_str!("browser/fallback_harness.js");
 const VECTORS: &str = include_str!("golden/vectors.json");
 
 /// `unshare` options for the call test: own network and PID namespaces.
@@ -155,19 +166,28 @@ async fn run_pages(test: &str, pages: &[Page], scenario: impl Future<Output = Re
 // ---------------------------------------------------------------------------
 // The JS codec against the golden vectors
 
+/// Serves the web files and the routes of `extra` (no signaling server) on
+/// `[::1]`; returns the page's URL (`http://localhost:PORT/`) and the task.
+async fn serve_web_files(
+    extra: axum::Router,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind [::1]");
+    let url = format!(
+        "http://localhost:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let app: axum::Router = quicmatch::web_assets::router().merge(extra);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, server)
+}
+
 /// Serves only the web files (no signaling server) on `[::1]` and runs
 /// `scenario` in one browser page showing them (`http://localhost:PORT/`).
 fn on_static_page(test: &str, scenario: impl AsyncFnOnce(&Page) -> Result<()> + Send) {
     run_async(move || async move {
-        let listener = tokio::net::TcpListener::bind("[::1]:0")
-            .await
-            .expect("bind [::1]");
-        let url = format!(
-            "http://localhost:{}/",
-            listener.local_addr().unwrap().port()
-        );
-        let app: axum::Router = quicmatch::web_assets::router();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let (url, server) = serve_web_files(axum::Router::new()).await;
         // Declared before the driver, so removed after its browser is gone.
         let dir = ProfileDir::new(test);
         let driver = Driver::start().await.expect("chromedriver");
@@ -244,7 +264,7 @@ fn js_session_logic_against_a_scripted_server() {
         let script = format!("return import('/quicmatch.js').then((m) => ({SESSION_HARNESS})(m));");
         let result = page.execute(&script, vec![]).await?;
         let checks = harness_result("QuicmatchSession", &result, "checks")?;
-        ensure!(checks >= 50, "only {checks} session checks ran");
+        ensure!(checks >= 120, "only {checks} session checks ran");
         eprintln!("JS session: {checks} checks passed in Chromium");
         Ok(())
     });
@@ -252,6 +272,21 @@ fn js_session_logic_against_a_scripted_server() {
 
 // ---------------------------------------------------------------------------
 // Three people, two calls
+
+/// Makes the call tests (three or two browsers with live video or data
+/// channels each) take turns, across test threads and test processes: run
+/// together on a small machine they starve each other of CPU. Held by the
+/// process that runs the test (the namespace child's parent holds it for the
+/// child), until dropped; `None` in the child, or if the lock file cannot be
+/// opened.
+fn one_call_at_a_time() -> Option<std::fs::File> {
+    if std::env::var_os(NETNS_ENV).is_some() {
+        return None;
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::create_dir_all(tmp);
+    setup::lock(&tmp.join("browser-calls.lock"))
+}
 
 /// Runs the test `test` again inside a new network namespace that has only a
 /// loopback interface, so that ICE sees loopback candidates only (the host's
@@ -370,17 +405,70 @@ fn ms(v: &Value) -> String {
     v.as_f64().map_or("?".into(), |x| format!("{x:.0} ms"))
 }
 
+/// Which carrier a test's pages signal over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Carrier {
+    WebTransport,
+    WebSocket,
+}
+
+impl Carrier {
+    /// As `QuicmatchSession.transport` names it.
+    fn name(self) -> &'static str {
+        match self {
+            Carrier::WebTransport => "webtransport",
+            Carrier::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Run in every document of a page before its own scripts: a browser
+/// without WebTransport (as Safari before 26, or a policy that turns it off).
+const NO_WEBTRANSPORT: &str = "delete window.WebTransport;";
+
+/// Checks that the app's session signals over `carrier`.
+async fn ensure_carrier(page: &Page, carrier: Carrier) -> Result<()> {
+    let used = page
+        .eval("window.quicmatchApp.session?.transport ?? null")
+        .await?;
+    ensure!(
+        used == carrier.name(),
+        "{} signals over {used}, not {}",
+        page.name,
+        carrier.name()
+    );
+    Ok(())
+}
+
 #[test]
 fn video_call_chat_and_next() {
-    const TEST: &str = "video_call_chat_and_next";
+    video_call("video_call_chat_and_next", Carrier::WebTransport);
+}
+
+#[test]
+fn video_call_chat_and_next_without_webtransport() {
+    video_call(
+        "video_call_chat_and_next_without_webtransport",
+        Carrier::WebSocket,
+    );
+}
+
+/// The call test: three people, two calls, chat, Next; the pages signal over
+/// `carrier` (for the WebSocket, the pages have no `WebTransport` at all).
+fn video_call(test: &'static str, carrier: Carrier) {
     // Before the namespace: this process installs the browser if need be (the
     // child, without a network, only looks).
     if !browser_ready() {
         return;
     }
-    if run_in_loopback_netns(TEST) {
+    let _turn = one_call_at_a_time();
+    if run_in_loopback_netns(test) {
         return;
     }
+    let label = match carrier {
+        Carrier::WebTransport => "",
+        Carrier::WebSocket => " (WebSocket)",
+    };
     let started = std::time::Instant::now();
     run_async(|| async {
         let server = start_server().await.expect("server starts");
@@ -399,10 +487,17 @@ fn video_call_chat_and_next() {
             c.expect("browser"),
         ];
 
-        run_pages(TEST, &pages, async {
+        run_pages(test, &pages, async {
             let [alice, bob, carl] = &pages;
             for page in &pages {
+                if carrier == Carrier::WebSocket {
+                    page.add_init_script(NO_WEBTRANSPORT).await?;
+                }
                 page.goto(&base).await?;
+                if carrier == Carrier::WebSocket {
+                    let wt = page.eval("typeof WebTransport").await?;
+                    ensure!(wt == "undefined", "WebTransport is still there ({wt})");
+                }
             }
 
             // The server matches opposite genders first come, first served, and
@@ -427,6 +522,9 @@ fn video_call_chat_and_next() {
             wait_video(alice).await?;
             wait_video(bob).await?;
             ensure!(app_state(carl).await? == "waiting", "Carl should still be waiting");
+            for page in &pages {
+                ensure_carrier(page, carrier).await?;
+            }
 
             say(alice, "Hello from Alice, café?").await?;
             wait_chat(bob, "Hello from Alice, café?").await?;
@@ -444,13 +542,15 @@ fn video_call_chat_and_next() {
 
             // The README's picture: refreshed in docs/ on request, so an
             // ordinary run leaves the work tree clean.
-            let png = alice.screenshot().await?;
-            let shot = match std::env::var_os("QUICMATCH_UPDATE_SCREENSHOT") {
-                Some(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png"),
-                None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshot.png"),
-            };
-            std::fs::write(&shot, png).with_context(|| format!("saving {}", shot.display()))?;
-            eprintln!("screenshot of two matched pages: {}", shot.display());
+            if carrier == Carrier::WebTransport {
+                let png = alice.screenshot().await?;
+                let shot = match std::env::var_os("QUICMATCH_UPDATE_SCREENSHOT") {
+                    Some(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png"),
+                    None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshot.png"),
+                };
+                std::fs::write(&shot, png).with_context(|| format!("saving {}", shot.display()))?;
+                eprintln!("screenshot of two matched pages: {}", shot.display());
+            }
 
             // Bob presses Next: Alice sees him leave and gets Carl.
             let next_at = Instant::now();
@@ -468,12 +568,15 @@ fn video_call_chat_and_next() {
 
             say(carl, "Carl says hello").await?;
             wait_chat(alice, "Carl says hello").await?;
+            for page in &pages {
+                ensure_carrier(page, carrier).await?;
+            }
 
             let second_call = [timings(alice).await?, timings(carl).await?];
             for (who, t) in [("Alice", &first_call[0]), ("Bob", &first_call[1])] {
                 let c = &t["connects"][0];
                 eprintln!(
-                    "timing: {who}: join → session open {}, → call connected {} (match → connected {})",
+                    "timing{label}: {who}: join → session open {}, → call connected {} (match → connected {})",
                     ms(&t["opens"][0]),
                     ms(&c["fromJoinMs"]),
                     ms(&c["fromMatchMs"])
@@ -482,21 +585,21 @@ fn video_call_chat_and_next() {
             for (who, t) in [("Alice", &first_call[0]), ("Bob", &first_call[1])] {
                 let rtts = t["chatRttMs"].as_array().cloned().unwrap_or_default();
                 let rtts: Vec<String> = rtts.iter().map(ms).collect();
-                eprintln!("timing: {who}: chat send → ack round trip {}", rtts.join(", "));
+                eprintln!("timing{label}: {who}: chat send → ack round trip {}", rtts.join(", "));
             }
             let alice_second = second_call[0]["connects"]
                 .as_array()
                 .and_then(|c| c.last().cloned())
                 .unwrap_or_default();
             eprintln!(
-                "timing: Alice: second match → call connected {}; Next pressed → both connected {} ms \
+                "timing{label}: Alice: second match → call connected {}; Next pressed → both connected {} ms \
                  (seen by the test driver, polling included)",
                 ms(&alice_second["fromMatchMs"]),
                 next_to_connected.as_millis()
             );
             let carl_c = &second_call[1]["connects"][0];
             eprintln!(
-                "timing: Carl: join → call connected {} (waited in the queue meanwhile)",
+                "timing{label}: Carl: join → call connected {} (waited in the queue meanwhile)",
                 ms(&carl_c["fromJoinMs"])
             );
             Ok(())
@@ -508,6 +611,250 @@ fn video_call_chat_and_next() {
         }
         drop(driver);
         drop(dirs);
+        server.shutdown().await;
+    });
+    eprintln!("{test} passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------
+// The WebSocket fallback
+
+/// Starts one side of a call in `page` (see `browser/peer_harness.js`): a
+/// session on `transport`, joined as `name`, which chats `chat` once matched.
+async fn start_peer(
+    page: &Page,
+    transport: &str,
+    name: &str,
+    gender: &str,
+    chat: &str,
+) -> Result<()> {
+    let script =
+        format!("return import('/quicmatch.js').then((m) => ({PEER_HARNESS})(m, arguments[0]));");
+    let opts =
+        serde_json::json!({ "transport": transport, "name": name, "gender": gender, "chat": chat });
+    page.execute(&script, vec![opts]).await.map(drop)
+}
+
+#[test]
+fn websocket_page_calls_webtransport_page() {
+    const TEST: &str = "websocket_page_calls_webtransport_page";
+    if !browser_ready() {
+        return;
+    }
+    let _turn = one_call_at_a_time();
+    if run_in_loopback_netns(TEST) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    run_async(|| async {
+        let server = start_server().await.expect("server starts");
+        let base = format!("http://localhost:{}/", server.http_addr().port());
+        let dirs = ["wes", "tia"].map(|name| (name, ProfileDir::new(name)));
+        let driver = Driver::start().await.expect("chromedriver");
+        let (a, b) = tokio::join!(
+            driver.new_page(dirs[0].0, &dirs[0].1.0),
+            driver.new_page(dirs[1].0, &dirs[1].1.0),
+        );
+        let pages = [a.expect("browser"), b.expect("browser")];
+
+        run_pages(TEST, &pages, async {
+            let [wes, tia] = &pages;
+            for page in &pages {
+                page.goto(&base).await?;
+            }
+            // Wes (WebSocket) waits, so he is the initiator: his offer goes
+            // out over the WebSocket, Tia's answer comes back to it.
+            start_peer(
+                wes,
+                "websocket",
+                "Wes",
+                "Male",
+                "hi from the WebSocket side",
+            )
+            .await?;
+            wes.wait_for("Wes waiting", "window.peer.state === 'waiting'", STEP)
+                .await?;
+            start_peer(
+                tia,
+                "webtransport",
+                "Tia",
+                "Female",
+                "hi from the WebTransport side",
+            )
+            .await?;
+            for (page, heard) in [
+                (wes, "hi from the WebTransport side"),
+                (tia, "hi from the WebSocket side"),
+            ] {
+                page.wait_for(
+                    "a connected call",
+                    "window.peer.pcState === 'connected'",
+                    STEP,
+                )
+                .await?;
+                page.wait_for(
+                    "a message on the data channel",
+                    "window.peer.channelMessages.length > 0",
+                    STEP,
+                )
+                .await?;
+                let expr = format!(
+                    "window.peer.chats.includes({})",
+                    serde_json::to_string(heard)?
+                );
+                page.wait_for(&format!("chat {heard:?}"), &expr, STEP)
+                    .await?;
+                page.wait_for(
+                    "our chat acknowledged",
+                    "window.peer.acked.length > 0",
+                    STEP,
+                )
+                .await?;
+            }
+            let w = wes.eval("window.peer").await?;
+            let t = tia.eval("window.peer").await?;
+            ensure!(
+                w["transports"] == serde_json::json!(["websocket"]),
+                "Wes: {w}"
+            );
+            ensure!(
+                t["transports"] == serde_json::json!(["webtransport"]),
+                "Tia: {t}"
+            );
+            ensure!(
+                w["partner"] == "Tia" && t["partner"] == "Wes",
+                "partners: {w} / {t}"
+            );
+            ensure!(
+                w["initiator"] == true && w["sentOffer"] == true && w["gotAnswer"] == true,
+                "Wes should have sent the offer and got the answer: {w}"
+            );
+            ensure!(
+                t["gotOffer"] == true && t["sentAnswer"] == true,
+                "Tia should have got the offer and answered: {t}"
+            );
+            ensure!(
+                w["iceReceived"].as_u64() > Some(0) && t["iceReceived"].as_u64() > Some(0),
+                "ICE both ways: {w} / {t}"
+            );
+            ensure!(
+                w["channelMessages"] == serde_json::json!(["Tia on the data channel"])
+                    && t["channelMessages"] == serde_json::json!(["Wes on the data channel"]),
+                "data channel: {w} / {t}"
+            );
+            ensure!(
+                w["errors"] == serde_json::json!([]) && t["errors"] == serde_json::json!([]),
+                "errors: {w} / {t}"
+            );
+            Ok(())
+        })
+        .await;
+
+        for page in pages {
+            page.close().await;
+        }
+        drop(driver);
+        drop(dirs);
+        server.shutdown().await;
+    });
+    eprintln!("{TEST} passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn webtransport_not_ready_falls_back_to_websocket() {
+    const TEST: &str = "webtransport_not_ready_falls_back_to_websocket";
+    /// The session's `webTransportTimeoutMs` (not the default, to see it is used).
+    const TIMEOUT_MS: u64 = 1500;
+    if !browser_ready() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    run_async(|| async {
+        let server = start_server().await.expect("server starts");
+        let websocket = format!("ws://localhost:{}/signal", server.http_addr().port());
+        // A UDP port that takes packets and never answers: a QUIC handshake
+        // to it never completes, so WebTransport is never ready.
+        let blackhole = std::net::UdpSocket::bind("[::1]:0").expect("bind a UDP port on [::1]");
+        let never_ready = format!(
+            "https://localhost:{}/signal",
+            blackhole.local_addr().unwrap().port()
+        );
+        // The page's own origin (the web files, no server) sends WebTransport
+        // there and names no WebSocket: the session gets that as `websocketUrl`.
+        let info = serde_json::json!({ "url": never_ready, "serverCertificateHashes": [] });
+        let api = axum::Router::new().route(
+            "/api/webtransport",
+            axum::routing::get(move || {
+                let info = info.clone();
+                async move { axum::Json(info) }
+            }),
+        );
+        let (page_url, web) = serve_web_files(api).await;
+        let dir = ProfileDir::new(TEST);
+        let driver = Driver::start().await.expect("chromedriver");
+        let pages = [driver.new_page("page", &dir.0).await.expect("browser")];
+
+        run_pages(TEST, &pages, async {
+            let page = &pages[0];
+            page.goto(&page_url).await?;
+            let script = format!(
+                "return import('/quicmatch.js').then((m) => ({FALLBACK_HARNESS})(m, arguments[0], arguments[1]));"
+            );
+            let r = page
+                .execute(&script, vec![Value::from(websocket.as_str()), Value::from(TIMEOUT_MS)])
+                .await?;
+            eprintln!("fallback: {r}");
+            ensure!(
+                r["webTransports"] == serde_json::json!([never_ready]),
+                "exactly one WebTransport attempt, to {never_ready}: {r}"
+            );
+            let first_ms = r["firstOpenMs"].as_f64().unwrap_or(0.0);
+            ensure!(
+                first_ms >= TIMEOUT_MS as f64,
+                "the first connection should wait {TIMEOUT_MS} ms for WebTransport, took {first_ms:.0} ms"
+            );
+            ensure!(r["firstTransport"] == "websocket", "first connection: {r}");
+            ensure!(r["socketProtocol"] == "quicmatch.v1", "subprotocol: {r}");
+            let transport_events: Vec<&Value> = r["events"]
+                .as_array()
+                .map(|e| e.iter().filter(|e| e["type"] == "transport").collect())
+                .unwrap_or_default();
+            ensure!(transport_events.len() == 2, "two transport events: {r}");
+            let reason = |e: &Value| e["reason"].as_str().unwrap_or_default().to_owned();
+            ensure!(
+                transport_events[0]["transport"] == "websocket"
+                    && transport_events[0]["fallback"] == true
+                    && reason(transport_events[0]).contains(&format!("not ready within {TIMEOUT_MS} ms")),
+                "the first transport event should say the WebSocket replaced WebTransport: {}",
+                transport_events[0]
+            );
+            // The reconnect: straight to the WebSocket, no second wait.
+            ensure!(
+                transport_events[1]["transport"] == "websocket"
+                    && reason(transport_events[1]).contains("earlier on this page"),
+                "the reconnect's transport event: {}",
+                transport_events[1]
+            );
+            let reopen_ms = r["reopenMs"].as_f64().unwrap_or(f64::MAX);
+            ensure!(
+                reopen_ms < TIMEOUT_MS as f64,
+                "the reconnect took {reopen_ms:.0} ms: it waited for WebTransport again"
+            );
+            ensure!(r["webSockets"] == 2 && r["transport"] == "websocket", "{r}");
+            eprintln!(
+                "timing: fallback: join → open over the WebSocket {first_ms:.0} ms (timeout {TIMEOUT_MS} ms); \
+                 cut → open again {reopen_ms:.0} ms"
+            );
+            Ok(())
+        })
+        .await;
+
+        let [page] = pages;
+        page.close().await;
+        drop(driver);
+        drop(dir);
+        drop(blackhole);
+        web.abort();
         server.shutdown().await;
     });
     eprintln!("{TEST} passed in {:.1} s", started.elapsed().as_secs_f64());

@@ -1,6 +1,7 @@
 // The quicmatch web app: a join form, a WebRTC call with the matched partner,
 // text chat, Next and Leave. Signaling goes through QuicmatchSession
-// (quicmatch.js); the call itself is peer to peer.
+// (quicmatch.js), over WebTransport or its WebSocket fallback; the call itself
+// is peer to peer.
 
 import { QuicmatchSession, MAX_CHAT_LEN, utf8Length } from './quicmatch.js';
 
@@ -260,6 +261,9 @@ function session() {
   app.session = s;
   const on = (type, handler) => s.addEventListener(type, (e) => handler(e.detail));
 
+  on('transport', ({ transport, reason }) => {
+    trace(`signaling over ${transport === 'websocket' ? `a WebSocket (${reason})` : 'WebTransport'}`);
+  });
   on('open', () => {
     app.timings.opens.push(performance.now() - app.timings.joinAt);
     clearNotice();
@@ -358,8 +362,10 @@ function showCall() {
 
 ui.form.addEventListener('submit', async (e) => {
   e.preventDefault();
-  if (typeof WebTransport === 'undefined' || !window.isSecureContext) {
-    showNotice('This page needs a browser with WebTransport, opened over HTTPS (or on localhost).');
+  // Signaling falls back to a WebSocket where WebTransport is missing or
+  // blocked; the camera still needs a secure context.
+  if (!window.isSecureContext) {
+    showNotice('This page needs to be opened over HTTPS (or on localhost).');
     return;
   }
   const profile = { name: ui.name.value.trim(), age: Number(ui.age.value), gender: ui.gender.value };

@@ -1,14 +1,19 @@
-// quicmatch.js: the browser side of the quicmatch signaling protocol, version 1
-// (docs/protocol.md). Dependency-free ES module for the WebTransport API.
+// quicmatch.js: the browser side of the quicmatch signaling protocol, version
+// 1.1 (docs/protocol.md). Dependency-free ES module for the WebTransport API,
+// with the protocol's WebSocket fallback (section 7).
 //
-// Two layers:
+// Three layers:
 //  1. The codec: bincode 2 (`config::standard()`) for ClientMsg, ServerMsg and
 //     Datagram, plus the 4-byte big-endian framing of the signaling stream.
 //     Decoding is strict: it rejects exactly what the Rust server rejects
 //     (unknown variants, bad bool/option tags, invalid UTF-8, short input,
 //     trailing bytes), so a bad frame never turns into a half-right message.
-//  2. `QuicmatchSession`: one WebTransport session with reconnects, the
-//     current match, relay helpers and chat over datagrams with ack/resend.
+//  2. Carriers: what carries frames and datagrams. A WebTransport session
+//     (one bidirectional stream, datagrams) or a WebSocket (one tagged unit per
+//     message); both offer the same few operations (see `Carrier`).
+//  3. `QuicmatchSession`: one session with reconnects, the choice of carrier
+//     (WebTransport, falling back to the WebSocket), the current match, relay
+//     helpers and chat over datagrams with ack/resend.
 //
 // Value shapes used by the codec (field names exactly as in the protocol):
 //   ClientMsg:  {type: 'Join', profile: {name, age, gender}}
@@ -39,8 +44,16 @@ export const MAX_SDP_LEN = 32768;
 export const MAX_ICE_FIELD_LEN = 1024;
 /** Largest chat text, in bytes of UTF-8 (it must also be non-empty). */
 export const MAX_CHAT_LEN = 1000;
-/** The URL path of the WebTransport session. */
+/** The URL path of the WebTransport session (and of the WebSocket fallback, on the HTTP sidecar). */
 export const SIGNAL_PATH = '/signal';
+/** The subprotocol a WebSocket session offers (protocol section 7). */
+export const WEBSOCKET_SUBPROTOCOL = 'quicmatch.v1';
+/** First byte of a WebSocket unit that carries a frame's payload (a ClientMsg or ServerMsg). */
+export const UNIT_FRAME = 0x00;
+/** First byte of a WebSocket unit that carries a Datagram. */
+export const UNIT_DATAGRAM = 0x01;
+/** A WebSocket close status is this plus the session close code (4003: server shutting down). */
+export const WEBSOCKET_CLOSE_BASE = 4000;
 
 /** Session close codes, as carried by the server's `Closing` frame. */
 export const CloseCode = Object.freeze({
@@ -496,8 +509,9 @@ export class FrameReader {
 // Session
 
 /**
- * The server's `/api/webtransport` answer, decoded.
- * @typedef {{url: string, serverCertificateHashes: {algorithm: string, value: Uint8Array}[]}} TransportInfo
+ * The server's `/api/webtransport` answer, decoded. `websocket` is the
+ * WebSocket fallback's URL, or null when the server names none.
+ * @typedef {{url: string, serverCertificateHashes: {algorithm: string, value: Uint8Array}[], websocket: ?string}} TransportInfo
  */
 
 /**
@@ -516,12 +530,288 @@ export async function fetchTransportInfo(base = globalThis.location?.href, fetch
     algorithm: h.algorithm,
     value: Uint8Array.from(atob(h.value), (c) => c.charCodeAt(0)),
   }));
-  return { url: json.url, serverCertificateHashes: hashes };
+  const websocket = typeof json.websocket === 'string' ? json.websocket : null;
+  return { url: json.url, serverCertificateHashes: hashes, websocket };
 }
+
+// ---------------------------------------------------------------------------
+// Carriers
+
+/**
+ * What a session does with a transport. A carrier is open when it is handed
+ * to the session; {@link Carrier#start} then hands over what arrives until
+ * the carrier closes.
+ *
+ * @typedef {object} CarrierHandlers
+ * @property {(payload: Uint8Array) => void} frame one received frame's payload (an encoded ServerMsg)
+ * @property {(bytes: Uint8Array) => void} datagram one received encoded Datagram
+ * @property {(code: string, message: string) => void} error something the server sent that is not
+ *   protocol (`BadServerFrame`: skipped; `ProtocolViolation`: the carrier closes itself with code 1)
+ * @property {(level: 'debug'|'info'|'warn', message: string) => void} log
+ *
+ * @typedef {object} Carrier
+ * @property {'webtransport'|'websocket'} kind
+ * @property {string} url the session URL (without a join token)
+ * @property {number|undefined} maxDatagramSize largest encoded Datagram it can carry, if known
+ * @property {(handlers: CarrierHandlers) => Promise<{code: ?number, reason: string}>} start starts
+ *   handing over frames and datagrams; resolves once the carrier has closed and everything it
+ *   received has been handed over (`code`: a session close code the carrier itself learned, else null)
+ * @property {(payload: Uint8Array) => Promise<void>} sendFrame sends one encoded ClientMsg (1 to 65,536 bytes)
+ * @property {(bytes: Uint8Array) => Promise<void>} sendDatagram sends one encoded Datagram
+ * @property {(code: number, reason: string) => void} close closes with a session close code
+ */
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A WebTransport session with its signaling stream. @implements {Carrier} */
+class WebTransportCarrier {
+  /**
+   * Opens a session to `url` and its signaling stream. With `timeoutMs` > 0,
+   * gives up when the session is not ready by then.
+   * @param {string} url with the join token, if any
+   * @param {string} shownUrl without it
+   * @param {WebTransportOptions} options
+   * @param {number} timeoutMs
+   * @returns {Promise<WebTransportCarrier>}
+   */
+  static async open(url, shownUrl, options, timeoutMs) {
+    const transport = new WebTransport(url, options);
+    // `closed` rejects too when `ready` does; and `ready` may reject after a timeout.
+    transport.closed.catch(() => {});
+    transport.ready.catch(() => {});
+    let timer = null;
+    try {
+      const late = new Promise((_, reject) => {
+        if (timeoutMs > 0) timer = setTimeout(() => reject(new Error(`WebTransport was not ready within ${timeoutMs} ms`)), timeoutMs);
+      });
+      await Promise.race([transport.ready, late]);
+      clearTimeout(timer);
+      const stream = await transport.createBidirectionalStream();
+      return new WebTransportCarrier(transport, stream, shownUrl);
+    } catch (err) {
+      clearTimeout(timer);
+      try {
+        transport.close();
+      } catch {
+        // already closed
+      }
+      throw err;
+    }
+  }
+
+  constructor(transport, stream, url) {
+    this.kind = 'webtransport';
+    this.url = url;
+    /** @private */ this.transport = transport;
+    /** @private */ this.stream = stream;
+    /** @private */ this.writer = stream.writable.getWriter();
+    /** @private */ this.dgWriter = (transport.datagrams.createWritable?.() ?? transport.datagrams.writable).getWriter();
+  }
+
+  get maxDatagramSize() {
+    return this.transport.datagrams?.maxDatagramSize;
+  }
+
+  async start(handlers) {
+    const readDone = this.readFrames(this.stream.readable.getReader(), handlers);
+    this.readDatagrams(this.transport.datagrams.readable.getReader(), handlers);
+    const reason = await this.transport.closed.then(
+      (info) => info?.reason ?? '',
+      (err) => String(err?.message ?? err),
+    );
+    // The close and the last frames travel separately inside the browser: let
+    // the signaling stream hand over what it still holds (above all the
+    // server's Closing frame, whose code decides what happens next).
+    await Promise.race([readDone, sleep(500)]);
+    return { code: null, reason };
+  }
+
+  sendFrame(payload) {
+    return this.writer.write(encodeFrame(payload));
+  }
+
+  sendDatagram(bytes) {
+    return this.dgWriter.write(bytes);
+  }
+
+  close(code, reason) {
+    try {
+      this.transport.close({ closeCode: code, reason });
+    } catch {
+      // already closed
+    }
+  }
+
+  /** @private */
+  async readFrames(reader, handlers) {
+    const frames = new FrameReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        frames.push(value);
+        for (let payload = frames.next(); payload; payload = frames.next()) handlers.frame(payload);
+      }
+    } catch (err) {
+      if (err instanceof FrameLengthError) {
+        handlers.error('ProtocolViolation', err.message);
+        this.close(CloseCode.PROTOCOL_VIOLATION, 'bad frame length');
+        return;
+      }
+      handlers.log('debug', `signaling stream: ${err?.message ?? err}`);
+    }
+    // The stream ended: the session is of no use without it. (After a Closing
+    // frame the server closes the transport itself; closing it here is harmless.)
+    this.close(CloseCode.NORMAL, 'signaling stream ended');
+  }
+
+  /** @private */
+  async readDatagrams(reader, handlers) {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        handlers.datagram(value);
+      }
+    } catch (err) {
+      handlers.log('debug', `datagrams: ${err?.message ?? err}`);
+    }
+  }
+}
+
+/**
+ * A WebSocket session (protocol section 7): every binary message is one unit,
+ * `0x00` + a frame's payload or `0x01` + a datagram. @implements {Carrier}
+ */
+class WebSocketCarrier {
+  /**
+   * Opens a WebSocket to `url`, offering the `quicmatch.v1` subprotocol.
+   * @param {string} url with the join token, if any
+   * @param {string} shownUrl without it
+   * @returns {Promise<WebSocketCarrier>}
+   */
+  static open(url, shownUrl) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, [WEBSOCKET_SUBPROTOCOL]);
+      const carrier = new WebSocketCarrier(ws, shownUrl);
+      const opened = () => {
+        ws.removeEventListener('close', failed);
+        resolve(carrier);
+      };
+      // An `error` event is always followed by `close`; the browser tells no more.
+      const failed = (e) => {
+        ws.removeEventListener('open', opened);
+        reject(new Error(`WebSocket ${shownUrl} closed before it opened (status ${e.code})`));
+      };
+      ws.addEventListener('open', opened, { once: true });
+      ws.addEventListener('close', failed, { once: true });
+    });
+  }
+
+  constructor(ws, url) {
+    this.kind = 'websocket';
+    this.url = url;
+    /** @private */ this.ws = ws;
+    ws.binaryType = 'arraybuffer';
+    // Messages are events: keep any that come before start().
+    /** @private @type {MessageEvent[]|null} */ this.early = [];
+    /** @private @type {?CarrierHandlers} */ this.handlers = null;
+    ws.addEventListener('message', (e) => {
+      if (this.handlers) this.onMessage(e);
+      else this.early.push(e);
+    });
+    /** @private */
+    this.closed = new Promise((resolve) => {
+      ws.addEventListener('close', (e) => resolve(e), { once: true });
+    });
+  }
+
+  /** A unit carries up to 65,536 bytes after its tag. */
+  get maxDatagramSize() {
+    return MAX_FRAME_LEN;
+  }
+
+  async start(handlers) {
+    // Hand over what came early once the session has finished taking this
+    // carrier (message events are tasks: none can come in between).
+    await null;
+    this.handlers = handlers;
+    for (const e of this.early.splice(0)) this.onMessage(e);
+    this.early = null;
+    // Every message event comes before the close event: nothing is left behind.
+    const e = await this.closed;
+    const status = e.code;
+    const code = status > WEBSOCKET_CLOSE_BASE && status < WEBSOCKET_CLOSE_BASE + 1000 ? status - WEBSOCKET_CLOSE_BASE : null;
+    return { code, reason: e.reason || `WebSocket closed with status ${status}` };
+  }
+
+  sendFrame(payload) {
+    return this.sendUnit(UNIT_FRAME, payload);
+  }
+
+  sendDatagram(bytes) {
+    return this.sendUnit(UNIT_DATAGRAM, bytes);
+  }
+
+  close(code, reason) {
+    try {
+      // A close reason is at most 123 bytes of UTF-8.
+      let short = reason;
+      while (utf8Length(short) > 123) short = short.slice(0, -1);
+      this.ws.close(WEBSOCKET_CLOSE_BASE + code, short);
+    } catch {
+      // already closed
+    }
+  }
+
+  /** @private */
+  sendUnit(tag, bytes) {
+    const unit = new Uint8Array(1 + bytes.length);
+    unit[0] = tag;
+    unit.set(bytes, 1);
+    try {
+      // Sent in order; a socket that is closing drops it, as a lost datagram.
+      this.ws.send(unit);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** @private @param {MessageEvent} e */
+  onMessage(e) {
+    const h = this.handlers;
+    if (!(e.data instanceof ArrayBuffer)) {
+      h.error('BadServerFrame', 'a text message on the WebSocket');
+      return;
+    }
+    const unit = new Uint8Array(e.data);
+    if (unit.length > 1 && unit[0] === UNIT_FRAME) h.frame(unit.subarray(1));
+    else if (unit.length > 1 && unit[0] === UNIT_DATAGRAM) h.datagram(unit.subarray(1));
+    else h.error('BadServerFrame', unit.length > 1 ? `unknown unit tag 0x${unit[0].toString(16)}` : 'an empty unit');
+  }
+}
+
+/**
+ * Set once, for the page's life, when WebTransport did not work here (not
+ * ready in time, or failed) while the WebSocket did: sessions in `'auto'`
+ * mode then go straight to the WebSocket. Holds why, for the `transport` event.
+ * @type {?string}
+ */
+let webTransportFallback = null;
 
 /**
  * @typedef {object} SessionOptions
  * @property {string|URL} [base] where `/api/webtransport` is fetched from (default: the page's URL)
+ * @property {'auto'|'webtransport'|'websocket'} [transport] which carrier to use (default `'auto'`):
+ *   `'auto'` uses WebTransport when the browser has it and falls back to the WebSocket when it is
+ *   missing, fails or is not ready within `webTransportTimeoutMs` (remembered for the page's life);
+ *   the other two force one
+ * @property {number} [webTransportTimeoutMs] in `'auto'` mode, how long a WebTransport session may take
+ *   to become ready before the WebSocket is tried instead (default 3000)
+ * @property {string|URL} [websocketUrl] the WebSocket fallback's URL (`ws://HOST:PORT/signal`); by default
+ *   the `websocket` field of `/api/webtransport`, or, when that cannot be had and this module was loaded
+ *   from the same origin as `base`, `ws(s)://` that origin's host `/signal`
  * @property {string|(() => string|Promise<string>)} [token] a join token for a server that requires one
  *   (`--jwt-secret`/`--jwt-public-key`), or a function that fetches a fresh one from the site's backend;
  *   the function is called before every connection attempt, since tokens expire
@@ -536,8 +826,10 @@ export async function fetchTransportInfo(base = globalThis.location?.href, fetch
  * @property {(level: 'debug'|'info'|'warn', message: string) => void} [logger] receives the session's diagnostics
  */
 
-/** @type {Required<Omit<SessionOptions, 'base'|'logger'|'token'>>} */
+/** @type {Required<Omit<SessionOptions, 'base'|'logger'|'token'|'websocketUrl'>>} */
 const DEFAULTS = {
+  transport: 'auto',
+  webTransportTimeoutMs: 3000,
   initialBackoffMs: 1000,
   maxBackoffMs: 30000,
   capacityBackoffMs: 5000,
@@ -554,10 +846,14 @@ const EARLY_CHAT_LIMIT = 32;
 const SEEN_SEQ_LIMIT = 4096;
 
 /**
- * One quicmatch session over WebTransport.
+ * One quicmatch session over WebTransport, or over the WebSocket fallback.
  *
  * Events (all `CustomEvent`s; the payload is in `event.detail`):
- * - `open` `{url}`: the transport and signaling stream are up (after every (re)connect).
+ * - `transport` `{transport, url, fallback, reason}`: which carrier this connection uses, just
+ *   before every `open`: `transport` is `'webtransport'` or `'websocket'` (as {@link QuicmatchSession#transport}),
+ *   `fallback` is true when `'auto'` mode chose the WebSocket, and `reason` says why the WebSocket
+ *   is used (null for WebTransport).
+ * - `open` `{url, transport}`: the transport and signaling stream are up (after every (re)connect).
  * - `waiting` `{queuePosition}`: queued at this 1-based position.
  * - `matched` `{matchId, partner, initiator, iceServers}`: `iceServers` is ready for `new RTCPeerConnection({iceServers})`.
  * - `offer` / `answer` `{matchId, sdp}`: the partner's session description (only for the current match).
@@ -574,19 +870,25 @@ const SEEN_SEQ_LIMIT = 4096;
  *   local refusal (`NotConnected`, `NotMatched`, `TooLarge`, `DatagramTooLarge`, `EmptyChat`,
  *   `BadServerFrame`, `ProtocolViolation`, `ConnectFailed`).
  * - `close` `{code, reason, byUser, reconnectInMs}`: the transport is gone; `code` is the
- *   `Closing` code if the server sent one, else null; `reconnectInMs` is null when the
- *   session will not reconnect by itself.
+ *   `Closing` code if the server sent one, else, over a WebSocket closed with status 4001 to 4999,
+ *   that status minus 4000, else null; `reconnectInMs` is null when the session will not
+ *   reconnect by itself.
  * - `state` `{state}`: {@link QuicmatchSession#state} changed.
  */
 export class QuicmatchSession extends EventTarget {
   /** @param {SessionOptions} [options] */
   constructor(options = {}) {
     super();
-    const { base, logger, token, ...rest } = options;
+    const { base, logger, token, websocketUrl, ...rest } = options;
     /** @private */
     this.token = token;
     /** @private */
     this.opts = { ...DEFAULTS, ...rest };
+    if (!['auto', 'webtransport', 'websocket'].includes(this.opts.transport)) {
+      throw new RangeError(`transport must be 'auto', 'webtransport' or 'websocket', not ${describe(this.opts.transport)}`);
+    }
+    /** @private */
+    this.websocketUrl = websocketUrl === undefined || websocketUrl === null ? null : String(websocketUrl);
     /** @private */
     this.base = base ?? globalThis.location?.href;
     /** @private */
@@ -607,7 +909,7 @@ export class QuicmatchSession extends EventTarget {
     this.profile = null;
     /** True between {@link join} and {@link leave}: the session wants to be queued or matched. */
     this.joined = false;
-    /** @private @type {null | {transport: WebTransport, writer: WritableStreamDefaultWriter, dgWriter: WritableStreamDefaultWriter, url: string, readDone?: Promise<void>}} */
+    /** @private @type {null | {carrier: Carrier}} */
     this.conn = null;
     /** @private */ this.running = false;
     /** @private */ this.userClosed = false;
@@ -624,6 +926,15 @@ export class QuicmatchSession extends EventTarget {
     /** @private @type {Map<U64, {resolve: (ms: number) => void, reject: (e: Error) => void, sentAt: number, timer: any}>} */
     this.pendingPings = new Map();
     /** @private @type {Array<() => void>} */ this.openWaiters = [];
+  }
+
+  /**
+   * The carrier of the open connection: `'webtransport'` or `'websocket'`;
+   * null while not connected.
+   * @returns {'webtransport'|'websocket'|null}
+   */
+  get transport() {
+    return this.conn?.carrier.kind ?? null;
   }
 
   /**
@@ -727,7 +1038,7 @@ export class QuicmatchSession extends EventTarget {
     if (this.state !== 'matched') return this.fail('NotMatched', 'not matched with anyone');
     const seq = this.nextSeq;
     const bytes = encodeDatagram({ type: 'Chat', match_id: this.matchId, seq, text });
-    const max = this.conn.transport.datagrams?.maxDatagramSize;
+    const max = this.conn.carrier.maxDatagramSize;
     if (typeof max === 'number' && bytes.length > max) {
       return this.fail('DatagramTooLarge', `chat needs ${bytes.length} bytes, the connection carries ${max} per datagram`);
     }
@@ -768,13 +1079,7 @@ export class QuicmatchSession extends EventTarget {
     clearTimeout(this.retryTimer);
     const conn = this.conn;
     this.dropConnection();
-    if (conn) {
-      try {
-        conn.transport.close({ closeCode: CloseCode.NORMAL, reason: 'closed by user' });
-      } catch (err) {
-        this.log('debug', `close: ${err}`);
-      }
-    }
+    conn?.carrier.close(CloseCode.NORMAL, 'closed by user');
     this.setState('closed');
     this.emit('close', { code: null, reason: 'closed by user', byUser: true, reconnectInMs: null });
   }
@@ -787,35 +1092,29 @@ export class QuicmatchSession extends EventTarget {
     if (this.userClosed || !this.running) return;
     this.closing = null;
     this.setState('connecting');
-    let transport = null;
     try {
-      const info = await fetchTransportInfo(this.base);
-      const options = info.serverCertificateHashes.length ? { serverCertificateHashes: info.serverCertificateHashes } : {};
-      const token = typeof this.token === 'function' ? await this.token() : this.token;
-      const url = token ? `${info.url}${info.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : info.url;
-      transport = new WebTransport(url, options);
-      // `closed` rejects too when `ready` does; that case is handled below.
-      transport.closed.catch(() => {});
-      await transport.ready;
-      const stream = await transport.createBidirectionalStream();
+      const { carrier, fallback, reason } = await this.openCarrier();
       if (this.userClosed) {
-        transport.close({ closeCode: CloseCode.NORMAL, reason: 'closed by user' });
+        carrier.close(CloseCode.NORMAL, 'closed by user');
         return;
       }
-      const conn = {
-        transport,
-        url: info.url,
-        writer: stream.writable.getWriter(),
-        dgWriter: (transport.datagrams.createWritable?.() ?? transport.datagrams.writable).getWriter(),
-      };
+      const conn = { carrier };
       this.conn = conn;
-      conn.readDone = this.readFrames(conn, stream.readable.getReader());
-      transport.closed.then(
-        (info) => this.onTransportClosed(conn, info?.reason ?? ''),
-        (err) => this.onTransportClosed(conn, String(err?.message ?? err)),
-      );
-      this.readDatagrams(conn, transport.datagrams.readable.getReader());
-      this.log('info', `connected to ${info.url}`);
+      const mine = (f) => (...args) => {
+        if (this.conn === conn) f(...args);
+      };
+      carrier
+        .start({
+          frame: mine((payload) => this.onFrame(payload)),
+          datagram: mine((bytes) => this.onDatagram(bytes)),
+          error: mine((code, message) => this.emit('error', { code, message, fromServer: false })),
+          log: (level, message) => this.log(level, message),
+        })
+        .then(
+          ({ code, reason: why }) => this.onCarrierClosed(conn, code, why),
+          (err) => this.onCarrierClosed(conn, null, String(err?.message ?? err)),
+        );
+      this.log('info', `connected to ${carrier.url} (${carrier.kind}${reason ? `: ${reason}` : ''})`);
       this.setState('idle');
       // The server sees the stream only once bytes flow on it; a Ping is a
       // harmless first frame for a session that is not joining yet.
@@ -824,14 +1123,10 @@ export class QuicmatchSession extends EventTarget {
       if (this.opts.keepAliveMs > 0) {
         this.keepAliveTimer = setInterval(() => this.ping().catch(() => {}), this.opts.keepAliveMs);
       }
-      this.emit('open', { url: info.url });
+      this.emit('transport', { transport: carrier.kind, url: carrier.url, fallback, reason });
+      this.emit('open', { url: carrier.url, transport: carrier.kind });
       for (const resolve of this.openWaiters.splice(0)) resolve();
     } catch (err) {
-      try {
-        transport?.close();
-      } catch {
-        // already closed
-      }
       if (this.userClosed) return;
       const message = String(err?.message ?? err);
       this.emit('error', { code: 'ConnectFailed', message, fromServer: false });
@@ -839,73 +1134,114 @@ export class QuicmatchSession extends EventTarget {
     }
   }
 
-  /** @private */
-  async readFrames(conn, reader) {
-    const frames = new FrameReader();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        frames.push(value);
-        for (let payload = frames.next(); payload; payload = frames.next()) {
-          if (this.conn !== conn) return;
-          let msg;
-          try {
-            msg = decodeServerMsg(payload);
-          } catch (err) {
-            this.emit('error', { code: 'BadServerFrame', message: String(err.message), fromServer: false });
-            continue;
-          }
-          this.onServerMsg(msg);
-        }
-      }
-    } catch (err) {
-      if (err instanceof FrameLengthError) {
-        this.emit('error', { code: 'ProtocolViolation', message: err.message, fromServer: false });
-        try {
-          conn.transport.close({ closeCode: CloseCode.PROTOCOL_VIOLATION, reason: 'bad frame length' });
-        } catch {
-          // already closed
-        }
-        return;
-      }
-      this.log('debug', `signaling stream: ${err?.message ?? err}`);
-    }
-    // The stream ended: the session is of no use without it. (After a Closing
-    // frame the server closes the transport itself; closing it here is harmless.)
-    if (this.conn === conn) {
+  /**
+   * @private Opens the carrier this attempt uses, per the `transport` option:
+   * in `'auto'` mode WebTransport when the browser has it and it has not
+   * failed on this page before, the WebSocket when not, or when WebTransport
+   * fails or is not ready in time.
+   * @returns {Promise<{carrier: Carrier, fallback: boolean, reason: ?string}>}
+   */
+  async openCarrier() {
+    const mode = this.opts.transport;
+    const hasWebTransport = typeof WebTransport !== 'undefined';
+    // Why the WebSocket is the first choice, if it is.
+    let direct = null;
+    if (mode === 'websocket') direct = 'chosen by the transport option';
+    else if (mode === 'auto' && !hasWebTransport) direct = 'this browser has no WebTransport';
+    else if (mode === 'auto' && webTransportFallback) direct = `WebTransport did not work earlier on this page (${webTransportFallback})`;
+
+    // An explicit WebSocket URL spares the lookup when nothing else needs it.
+    let info = null;
+    let infoError = null;
+    if (!(direct && this.websocketUrl)) {
       try {
-        conn.transport.close({ closeCode: CloseCode.NORMAL, reason: 'signaling stream ended' });
-      } catch {
-        // already closed
+        info = await fetchTransportInfo(this.base);
+      } catch (err) {
+        if (!direct && mode === 'webtransport') throw err;
+        infoError = err;
       }
     }
-  }
+    const token = typeof this.token === 'function' ? await this.token() : this.token;
+    const withToken = (url) => (token ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : url);
+    const overWebSocket = async (reason, fallback) => {
+      const url = this.webSocketUrlFrom(info);
+      if (!url) {
+        throw new Error(`no WebSocket URL (${infoError ? String(infoError.message ?? infoError) : '/api/webtransport names none'}; see the websocketUrl option)`);
+      }
+      return { carrier: await WebSocketCarrier.open(withToken(url), url), fallback, reason };
+    };
 
-  /** @private */
-  async readDatagrams(conn, reader) {
+    if (direct) return overWebSocket(direct, mode === 'auto');
+    if (!info) {
+      // 'auto' without the server's answer: no WebTransport URL, but a known
+      // WebSocket URL may still work. Not remembered: WebTransport did not fail.
+      if (!this.webSocketUrlFrom(null)) throw infoError;
+      return overWebSocket(`/api/webtransport failed: ${infoError?.message ?? infoError}`, true);
+    }
+    const options = info.serverCertificateHashes.length ? { serverCertificateHashes: info.serverCertificateHashes } : {};
+    if (mode === 'webtransport') {
+      if (!hasWebTransport) throw new Error("this browser has no WebTransport (and the transport option is 'webtransport')");
+      return { carrier: await WebTransportCarrier.open(withToken(info.url), info.url, options, 0), fallback: false, reason: null };
+    }
+    let failure;
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done || this.conn !== conn) return;
-        this.onDatagram(value);
-      }
+      const carrier = await WebTransportCarrier.open(withToken(info.url), info.url, options, this.opts.webTransportTimeoutMs);
+      return { carrier, fallback: false, reason: null };
     } catch (err) {
-      this.log('debug', `datagrams: ${err?.message ?? err}`);
+      failure = String(err?.message ?? err);
+    }
+    if (this.userClosed || !this.webSocketUrlFrom(info)) throw new Error(failure);
+    this.log('info', `WebTransport failed (${failure}); trying the WebSocket`);
+    let opened;
+    try {
+      opened = await overWebSocket(failure, true);
+    } catch (err) {
+      // Both failed: most likely the server is away, not WebTransport at fault.
+      throw new Error(`WebTransport: ${failure}; WebSocket: ${err?.message ?? err}`);
+    }
+    // The WebSocket works where WebTransport did not: stay with it for the page's life.
+    webTransportFallback = failure;
+    return opened;
+  }
+
+  /**
+   * @private The WebSocket URL: the `websocketUrl` option, else the server's
+   * answer, else (when the module was loaded from `base`'s origin, i.e. the
+   * sidecar serves it) `ws(s)://` that host `/signal`; null if none.
+   * @param {?TransportInfo} info
+   * @returns {?string}
+   */
+  webSocketUrlFrom(info) {
+    if (this.websocketUrl) return this.websocketUrl;
+    if (info?.websocket) return info.websocket;
+    try {
+      const base = new URL(this.base);
+      if (new URL(import.meta.url).origin !== base.origin || !/^https?:$/.test(base.protocol)) return null;
+      return `${base.protocol === 'https:' ? 'wss:' : 'ws:'}//${base.host}${SIGNAL_PATH}`;
+    } catch {
+      return null;
     }
   }
 
-  /** @private */
-  async onTransportClosed(conn, reason) {
-    if (this.conn !== conn) return;
-    // The close and the last frames travel separately inside the browser: let
-    // the signaling stream hand over what it still holds (above all the
-    // server's Closing frame, whose code decides what happens next).
-    await Promise.race([conn.readDone, new Promise((resolve) => setTimeout(resolve, 500))]);
+  /** @private @param {Uint8Array} payload one frame's payload */
+  onFrame(payload) {
+    let msg;
+    try {
+      msg = decodeServerMsg(payload);
+    } catch (err) {
+      this.emit('error', { code: 'BadServerFrame', message: String(err.message), fromServer: false });
+      return;
+    }
+    this.onServerMsg(msg);
+  }
+
+  /** @private The carrier has closed: `code` is one it learned itself (a WebSocket close status), else null. */
+  onCarrierClosed(conn, code, reason) {
     if (this.conn !== conn) return;
     this.dropConnection();
+    // The `Closing` frame's code decides; a WebSocket's close status stands in for a lost one.
     const closing = this.closing;
-    this.afterClose(closing?.code ?? null, closing?.reason ?? (reason || 'connection lost'));
+    this.afterClose(closing?.code ?? code ?? null, closing?.reason ?? (reason || 'connection lost'));
   }
 
   /** @private Forgets the live connection and everything tied to it. */
@@ -1100,19 +1436,21 @@ export class QuicmatchSession extends EventTarget {
       this.fail('NotConnected', `cannot send ${msg.type}: not connected`);
       return false;
     }
-    let frame;
+    let payload;
     try {
-      frame = encodeFrame(encodeClientMsg(msg));
-    } catch (err) {
+      payload = encodeClientMsg(msg);
       // A frame over 65,536 bytes would make the server close the session.
+      if (payload.length > MAX_FRAME_LEN) {
+        throw new RangeError(`frame payload of ${payload.length} bytes is outside 1..=${MAX_FRAME_LEN}`);
+      }
+    } catch (err) {
       if (err instanceof RangeError) {
         this.fail('TooLarge', err.message);
         return false;
       }
       throw err;
     }
-    const conn = this.conn;
-    conn.writer.write(frame).catch((err) => this.log('debug', `write ${msg.type}: ${err?.message ?? err}`));
+    this.conn.carrier.sendFrame(payload).catch((err) => this.log('debug', `write ${msg.type}: ${err?.message ?? err}`));
     return true;
   }
 
@@ -1131,7 +1469,7 @@ export class QuicmatchSession extends EventTarget {
 
   /** @private */
   sendDatagram(bytes) {
-    this.conn?.dgWriter.write(bytes).catch((err) => this.log('debug', `datagram: ${err?.message ?? err}`));
+    this.conn?.carrier.sendDatagram(bytes).catch((err) => this.log('debug', `datagram: ${err?.message ?? err}`));
   }
 
   /** @private */

@@ -1,8 +1,9 @@
 // Exercises QuicmatchSession (web/quicmatch.js) against a scripted fake
-// server: the page's WebTransport and fetch are replaced by fakes that record
-// what the session sends and let each check play the server's part. This
-// covers what a real server rarely does on cue: stale relay messages, chat
-// datagrams racing their Matched frame, lost acks, Closing codes.
+// server: the page's WebTransport, WebSocket and fetch are replaced by fakes
+// that record what the session sends and let each check play the server's
+// part. This covers what a real server rarely does on cue: stale relay
+// messages, chat datagrams racing their Matched frame, lost acks, Closing
+// codes, bad WebSocket units, a WebTransport that never becomes ready.
 //
 // One async function expression; tests/browser.rs evaluates it in Chromium
 // with the module. Resolves to {checks, failures}.
@@ -27,6 +28,8 @@
   /** A fake WebTransport: what the client writes is decoded into `frames` / `datagrams`. */
   class FakeTransport {
     static all = [];
+    /** How new sessions behave: 'ready' at once, 'hang' (never ready) or 'fail' (ready rejects). */
+    static mode = 'ready';
 
     constructor(url, options) {
       FakeTransport.all.push(this);
@@ -35,7 +38,10 @@
       this.frames = [];
       this.datagramsSent = [];
       this.closedWith = null;
-      this.ready = Promise.resolve();
+      const mode = FakeTransport.mode;
+      this.ready = mode === 'ready' ? Promise.resolve()
+        : mode === 'hang' ? new Promise(() => {})
+          : Promise.reject(new Error('Opening handshake failed.'));
       this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
       const incoming = new ReadableStream({ start: (c) => { this.streamCtl = c; } });
       const dgIncoming = new ReadableStream({ start: (c) => { this.dgCtl = c; } });
@@ -68,15 +74,90 @@
     sent(type) { return this.frames.filter((f) => f.type === type); }
   }
 
+  /** A fake WebSocket: what the client sends is decoded into `units` ({frame} or {datagram}). */
+  class FakeWebSocket extends EventTarget {
+    static all = [];
+    /** When set, new sockets fail to open (error, then close 1006). */
+    static refuse = false;
+
+    constructor(url, protocols) {
+      super();
+      FakeWebSocket.all.push(this);
+      this.url = url;
+      this.protocols = protocols;
+      this.binaryType = 'blob';
+      this.readyState = 0;
+      this.units = [];
+      this.closedWith = null;
+      setTimeout(() => {
+        if (FakeWebSocket.refuse) {
+          this.readyState = 3;
+          this.dispatchEvent(new Event('error'));
+          this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '' }));
+        } else {
+          this.readyState = 1;
+          this.dispatchEvent(new Event('open'));
+        }
+      }, 0);
+    }
+
+    send(data) {
+      if (this.readyState !== 1) throw new Error(`send in readyState ${this.readyState}`);
+      const u = new Uint8Array(ArrayBuffer.isView(data) ? data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) : data);
+      if (u[0] === 0) this.units.push({ frame: m.decodeClientMsg(u.subarray(1)) });
+      else if (u[0] === 1) this.units.push({ datagram: m.decodeDatagram(u.subarray(1)) });
+      else this.units.push({ bad: Array.from(u) });
+    }
+
+    /** The client closes the socket. */
+    close(code, reason) {
+      this.closedWith = { code, reason };
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      setTimeout(() => this.dispatchEvent(Object.assign(new Event('close'), { code: code ?? 1005, reason: reason ?? '' })), 0);
+    }
+
+    /** The server sends one unit: a tag and bytes. */
+    unit(tag, bytes) {
+      const u = new Uint8Array(1 + bytes.length);
+      u[0] = tag;
+      u.set(bytes, 1);
+      this.message(u.buffer);
+    }
+    /** The server sends a WebSocket message (an ArrayBuffer, or a string for a text message). */
+    message(data) { this.dispatchEvent(new MessageEvent('message', { data })); }
+    /** The server sends a frame (a ServerMsg) or a datagram. */
+    tell(msg) { this.unit(0, m.encodeServerMsg(msg)); }
+    datagram(dg) { this.unit(1, m.encodeDatagram(dg)); }
+    /** The server closes the socket with `status`. */
+    serverClose(status, reason = '') {
+      this.readyState = 3;
+      this.dispatchEvent(Object.assign(new Event('close'), { code: status, reason }));
+    }
+    get frames() { return this.units.filter((u) => u.frame).map((u) => u.frame); }
+    get datagramsSent() { return this.units.filter((u) => u.datagram).map((u) => u.datagram); }
+    sent(type) { return this.frames.filter((f) => f.type === type); }
+  }
+
   const realWebTransport = globalThis.WebTransport;
+  const realWebSocket = globalThis.WebSocket;
   const realFetch = globalThis.fetch;
   globalThis.WebTransport = FakeTransport;
+  globalThis.WebSocket = FakeWebSocket;
+  /** What the fake /api/webtransport answers; `null` makes it answer 404. */
+  let serverInfo;
+  const defaultInfo = {
+    url: 'https://localhost:4433/signal',
+    serverCertificateHashes: [{ algorithm: 'sha-256', value: btoa('\x01\x02\x03') }],
+    websocket: 'ws://localhost:4433/signal',
+  };
+  serverInfo = defaultInfo;
+  let fetches = 0;
   globalThis.fetch = async (url) => {
+    fetches++;
     check(String(url).endsWith('/api/webtransport'), `fetched ${url}`);
-    return new Response(JSON.stringify({
-      url: 'https://localhost:4433/signal',
-      serverCertificateHashes: [{ algorithm: 'sha-256', value: btoa('\x01\x02\x03') }],
-    }));
+    if (serverInfo === null) return new Response('not here', { status: 404 });
+    return new Response(JSON.stringify(serverInfo));
   };
 
   const newSession = (opts = {}) => {
@@ -92,7 +173,7 @@
       ...opts,
     });
     const events = [];
-    for (const type of ['open', 'waiting', 'matched', 'offer', 'answer', 'ice', 'chat', 'chat-ack', 'chat-failed',
+    for (const type of ['transport', 'open', 'waiting', 'matched', 'offer', 'answer', 'ice', 'chat', 'chat-ack', 'chat-failed',
       'partner-disconnected', 'pong', 'closing', 'error', 'close']) {
       s.addEventListener(type, (e) => events.push({ type, ...e.detail }));
     }
@@ -114,6 +195,9 @@
       check(hash?.algorithm === 'sha-256' && show(Array.from(hash.value)) === '[1,2,3]', `hashes ${show(t.options)}`);
       await until(() => t.frames.length >= 2, 'first frames');
       check(t.frames[0].type === 'Ping', `first frame is ${show(t.frames[0])}`);
+      check(s.transport === 'webtransport', `transport getter ${s.transport}`);
+      check(show(of('transport')) === show([{ type: 'transport', transport: 'webtransport', url: t.url, fallback: false, reason: null }]),
+        `transport event ${show(of('transport'))}`);
       check(show(t.frames[1]) === show({ type: 'Join', profile }), `join frame ${show(t.frames[1])}`);
 
       t.send({ type: 'Waiting', queue_position: 3 });
@@ -312,10 +396,213 @@
       check(t2.closedWith === null, 'a bad frame does not close the session');
       s.close();
     }
+
+    // --- the WebSocket carrier (transport: 'websocket') -------------------------------
+    {
+      FakeTransport.all = [];
+      FakeWebSocket.all = [];
+      const { s, of } = newSession({ transport: 'websocket' });
+      s.join(profile);
+      await until(() => of('open').length === 1, 'open over the WebSocket');
+      const w = FakeWebSocket.all[0];
+      check(FakeTransport.all.length === 0, 'no WebTransport when the WebSocket is forced');
+      check(w.url === 'ws://localhost:4433/signal', `WebSocket url from /api/webtransport: ${w.url}`);
+      check(show(w.protocols) === show(['quicmatch.v1']), `subprotocol offered: ${show(w.protocols)}`);
+      check(w.binaryType === 'arraybuffer', `binaryType ${w.binaryType}`);
+      check(s.transport === 'websocket', `transport getter ${s.transport}`);
+      check(show(of('transport')) === show([{ type: 'transport', transport: 'websocket', url: 'ws://localhost:4433/signal', fallback: false, reason: 'chosen by the transport option' }]),
+        `transport event ${show(of('transport'))}`);
+      check(of('open')[0].transport === 'websocket', 'open says websocket');
+      await until(() => w.frames.length >= 2, 'first units');
+      check(w.frames[0].type === 'Ping' && show(w.frames[1]) === show({ type: 'Join', profile }), `first units ${show(w.units)}`);
+
+      // Frames both ways, relay filtering as over WebTransport.
+      w.tell({ type: 'Matched', match_id: 21, partner: { name: 'Bo', age: 33, gender: 'Male' }, initiator: true, ice_servers: [] });
+      await until(() => of('matched').length === 1, 'matched over the WebSocket');
+      check(s.sendOffer('v=0 ws offer') === true, 'sendOffer over the WebSocket');
+      await until(() => w.sent('Offer').length === 1, 'Offer unit');
+      check(show(w.sent('Offer')[0]) === show({ type: 'Offer', match_id: 21, sdp: 'v=0 ws offer' }), 'Offer unit content');
+      w.tell({ type: 'Answer', match_id: 20, sdp: 'stale' });
+      w.tell({ type: 'Answer', match_id: 21, sdp: 'v=0 ws answer' });
+      await until(() => of('answer').length === 1, 'answer over the WebSocket');
+      check(of('answer')[0].sdp === 'v=0 ws answer', 'stale answer ignored');
+
+      // A 0x01 unit is a datagram: a chat is acked with a 0x01 unit, a repeat shown once.
+      w.datagram({ type: 'Chat', match_id: 21, seq: 5, text: 'over tcp' });
+      w.datagram({ type: 'Chat', match_id: 21, seq: 5, text: 'over tcp' });
+      await until(() => w.datagramsSent.filter((d) => d.type === 'ChatAck').length === 2, 'acks as 0x01 units');
+      check(of('chat').length === 1 && of('chat')[0].text === 'over tcp', `chats ${show(of('chat'))}`);
+      check(w.datagramsSent.every((d) => d.type !== 'ChatAck' || (d.match_id === 21 && d.seq === 5)), 'ack content');
+      const seq = s.chat('x'.repeat(1000));
+      check(seq !== null, 'a 1000-byte chat fits a unit');
+      await until(() => w.datagramsSent.some((d) => d.type === 'Chat' && d.seq === seq), 'chat as a 0x01 unit');
+      w.datagram({ type: 'ChatAck', match_id: 21, seq });
+      await until(() => of('chat-ack').length === 1, 'chat-ack over the WebSocket');
+      check(w.units.every((u) => !u.bad), 'every unit the client sent is tagged 0x00 or 0x01');
+
+      // Units that are not protocol: BadServerFrame, skipped, the session goes on.
+      const before = of('error').filter((e) => e.code === 'BadServerFrame').length;
+      w.message('a text message');
+      w.message(new Uint8Array([7, 1, 2]).buffer);
+      w.message(new Uint8Array([0]).buffer);
+      w.message(new ArrayBuffer(0));
+      w.unit(0, new Uint8Array([0x42]));
+      w.unit(1, new Uint8Array([0x42])); // a malformed datagram: dropped quietly, as over WebTransport
+      w.tell({ type: 'Pong', nonce: 999 });
+      await until(() => of('error').filter((e) => e.code === 'BadServerFrame').length === before + 5, 'five bad units reported');
+      check(w.closedWith === null && s.state === 'matched', 'bad units do not end the session');
+
+      // Closing 3 then status 4003: reconnect soon, over the WebSocket again, and re-join.
+      w.tell({ type: 'Closing', code: 3, reason: 'server shutting down' });
+      w.serverClose(4003, 'server shutting down');
+      await until(() => of('close').length === 1, 'close after Closing 3');
+      const c3 = of('close')[0];
+      check(c3.code === 3 && c3.reconnectInMs !== null && c3.reconnectInMs <= 1000, `close 3: ${show(c3)}`);
+      check(of('partner-disconnected').at(-1)?.reason === 'connection-lost', 'the match ends with the connection');
+      check(s.transport === null, 'no transport while disconnected');
+      await until(() => of('open').length === 2, 'reopen after Closing 3');
+      const w2 = FakeWebSocket.all[1];
+      await until(() => w2.sent('Join').length === 1, 'Join after the reconnect');
+      check(FakeTransport.all.length === 0 && of('transport').length === 2, 'still the WebSocket');
+
+      // Closing 4 then 4004: back off at least capacityBackoffMs.
+      w2.tell({ type: 'Closing', code: 4, reason: 'server at capacity' });
+      w2.serverClose(4004, 'server at capacity');
+      await until(() => of('close').length === 2, 'close after Closing 4');
+      check(of('close')[1].code === 4 && of('close')[1].reconnectInMs >= 300, `close 4: ${show(of('close')[1])}`);
+      await until(() => of('open').length === 3, 'reopen after Closing 4');
+      const w3 = FakeWebSocket.all[2];
+
+      // A plain close (no Closing, no 4000+ status): back-off.
+      w3.serverClose(1006);
+      await until(() => of('close').length === 3, 'close without Closing');
+      check(of('close')[2].code === null && of('close')[2].reconnectInMs !== null, `plain close: ${show(of('close')[2])}`);
+      await until(() => of('open').length === 4, 'reopen after a lost WebSocket');
+      const w4 = FakeWebSocket.all[3];
+
+      // Status 4002 whose Closing unit was lost: the status decides, no reconnect.
+      w4.serverClose(4002, 'abuse');
+      await until(() => of('close').length === 4, 'close 4002');
+      check(of('close')[3].code === 2 && of('close')[3].reconnectInMs === null, `close 4002: ${show(of('close')[3])}`);
+      await new Promise((r) => setTimeout(r, 150));
+      check(FakeWebSocket.all.length === 4 && s.state === 'disconnected', 'no reconnect after 4002');
+
+      // A user close: status 4000 + 0.
+      await s.connect();
+      const w5 = FakeWebSocket.all[4];
+      s.close();
+      check(w5.closedWith?.code === 4000, `user close status: ${show(w5.closedWith)}`);
+      await new Promise((r) => setTimeout(r, 100));
+      check(FakeWebSocket.all.length === 5, 'no reconnect after a user close');
+    }
+
+    // --- where the WebSocket URL comes from; tokens ----------------------------------
+    {
+      FakeWebSocket.all = [];
+      let fetched = fetches;
+      const explicit = newSession({ transport: 'websocket', websocketUrl: 'ws://elsewhere:81/signal', token: 'a b' }).s;
+      await explicit.connect();
+      check(FakeWebSocket.all[0].url === 'ws://elsewhere:81/signal?token=a%20b', `explicit url and token: ${FakeWebSocket.all[0].url}`);
+      check(fetches === fetched, 'no /api/webtransport lookup with an explicit WebSocket URL');
+      explicit.close();
+
+      // No /api/webtransport and the module is not from `base`'s origin: no URL to guess.
+      serverInfo = null;
+      FakeWebSocket.all = [];
+      const { s, of } = newSession({ transport: 'websocket' });
+      s.connect();
+      await until(() => of('error').some((e) => e.code === 'ConnectFailed'), 'ConnectFailed without a WebSocket URL');
+      check(FakeWebSocket.all.length === 0 && /websocketUrl/.test(of('error')[0].message), `no guess: ${of('error')[0].message}`);
+      s.close();
+      serverInfo = defaultInfo;
+    }
+
+    // --- 'auto': no WebTransport in the browser --------------------------------------
+    {
+      FakeTransport.all = [];
+      FakeWebSocket.all = [];
+      delete globalThis.WebTransport;
+      const { s, of } = newSession();
+      await s.connect();
+      globalThis.WebTransport = FakeTransport;
+      check(s.transport === 'websocket' && FakeWebSocket.all.length === 1, `without WebTransport: ${s.transport}`);
+      const ev = of('transport')[0];
+      check(ev.fallback === true && /no WebTransport/.test(ev.reason), `transport event ${show(ev)}`);
+      s.close();
+      // Not remembered: WebTransport did not fail, it was not there.
+      const again = newSession();
+      await again.s.connect();
+      check(again.s.transport === 'webtransport' && FakeTransport.all.length === 1, `with WebTransport back: ${again.s.transport}`);
+      again.s.close();
+    }
+
+    // --- 'auto': WebTransport and the WebSocket both fail: nothing remembered ----------
+    {
+      FakeTransport.all = [];
+      FakeWebSocket.all = [];
+      FakeTransport.mode = 'fail';
+      FakeWebSocket.refuse = true;
+      const { s, of } = newSession();
+      s.connect();
+      await until(() => of('error').some((e) => e.code === 'ConnectFailed'), 'ConnectFailed when both fail');
+      const msg = of('error').find((e) => e.code === 'ConnectFailed').message;
+      check(/WebTransport: .*handshake failed.*; WebSocket: /.test(msg), `both failures reported: ${msg}`);
+      check(FakeTransport.all.length === 1 && FakeWebSocket.all.length === 1, 'one of each tried');
+      s.close();
+      FakeTransport.mode = 'ready';
+      FakeWebSocket.refuse = false;
+      const again = newSession();
+      await again.s.connect();
+      check(again.s.transport === 'webtransport', `WebTransport tried again after both failed: ${again.s.transport}`);
+      again.s.close();
+    }
+
+    // --- 'auto': WebTransport never ready, the WebSocket works: remembered --------------
+    // (Last: this sets the module's memory for the page's life.)
+    {
+      FakeTransport.all = [];
+      FakeWebSocket.all = [];
+      FakeTransport.mode = 'hang';
+      const { s, of } = newSession({ webTransportTimeoutMs: 150 });
+      const started = performance.now();
+      s.join(profile);
+      await until(() => of('open').length === 1, 'open after the fallback');
+      const waited = performance.now() - started;
+      check(waited >= 140, `waited ${waited} ms for WebTransport`);
+      check(FakeTransport.all.length === 1 && FakeTransport.all[0].closedWith !== null, 'the WebTransport attempt is closed');
+      check(s.transport === 'websocket', `after the timeout: ${s.transport}`);
+      const ev = of('transport')[0];
+      check(ev.transport === 'websocket' && ev.fallback === true && /not ready within 150 ms/.test(ev.reason), `fallback event ${show(ev)}`);
+      const w = FakeWebSocket.all[0];
+      await until(() => w.sent('Join').length === 1, 'Join over the fallback');
+
+      // A reconnect goes straight to the WebSocket.
+      FakeTransport.mode = 'ready';
+      w.serverClose(1006);
+      const lost = performance.now();
+      await until(() => of('open').length === 2, 'reopen');
+      check(FakeTransport.all.length === 1, 'no WebTransport attempt on the reconnect');
+      check(performance.now() - lost < 140 + 80, 'the reconnect did not wait for WebTransport');
+      const ev2 = of('transport')[1];
+      check(ev2.transport === 'websocket' && ev2.fallback === true && /earlier on this page/.test(ev2.reason), `remembered: ${show(ev2)}`);
+      s.close();
+      // So does a new session in 'auto' mode; forcing WebTransport still works.
+      const other = newSession();
+      await other.s.connect();
+      check(other.s.transport === 'websocket' && FakeTransport.all.length === 1, `a new auto session: ${other.s.transport}`);
+      other.s.close();
+      const forced = newSession({ transport: 'webtransport' });
+      await forced.s.connect();
+      check(forced.s.transport === 'webtransport' && FakeTransport.all.length === 2, `forced WebTransport: ${forced.s.transport}`);
+      forced.s.close();
+      check((() => { try { newSession({ transport: 'carrier pigeon' }); return false; } catch (e) { return e instanceof RangeError; } })(),
+        'an unknown transport option throws');
+    }
   } catch (err) {
     failures.push(`stopped: ${err.stack ?? err}`);
   } finally {
     globalThis.WebTransport = realWebTransport;
+    globalThis.WebSocket = realWebSocket;
     globalThis.fetch = realFetch;
   }
   return { checks, failures };

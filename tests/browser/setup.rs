@@ -181,7 +181,7 @@ fn cannot_install(absent: &[(PathBuf, &'static str)]) -> Option<String> {
 
 /// An exclusive lock on `path`, held until the returned file is dropped;
 /// `None` if the file cannot be opened (then apt-get's locks are all there is).
-fn lock(path: &Path) -> Option<File> {
+pub fn lock(path: &Path) -> Option<File> {
     let file = File::options()
         .create(true)
         .truncate(false)

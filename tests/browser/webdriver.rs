@@ -155,6 +155,23 @@ impl Page {
         Ok(())
     }
 
+    /// Runs `source` in every document this page loads from now on, before
+    /// any of the document's own scripts (Chromium's DevTools
+    /// `Page.addScriptToEvaluateOnNewDocument`, through chromedriver), e.g. to
+    /// take an API away from the page.
+    pub async fn add_init_script(&self, source: &str) -> Result<()> {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(&json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": { "source": source },
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Runs `script` as a function body (`arguments` are `args`) and returns
     /// its result; a returned promise is awaited.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Result<Value> {
