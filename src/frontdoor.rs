@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::admission::Admission;
+use tracing::debug;
+
+use crate::admission::{Admission, Decision};
 use crate::config::Config;
 use budget::{MemoryCeiling, SessionCost};
 use sources::{OverLimit, SourceKey, SourceLimits, SourceTable, TrustedNets};
@@ -121,6 +123,36 @@ impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("quicmatch_handshakes_in_flight").decrement(1.0);
+    }
+}
+
+/// A session request let in: its pass through the front door.
+pub struct Pass {
+    /// Its join token's `sub`, if any.
+    pub subject: Option<String>,
+    /// Its place in its source's share.
+    pub seat: SourceSeat,
+}
+
+/// Why a session request was turned away, before a session existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not the session path: 404.
+    NotFound,
+    /// Its origin or join token: 403.
+    Forbidden,
+    /// Its source is over a limit: 429.
+    TooMany(OverLimit),
+}
+
+impl Refused {
+    /// The handshake metric's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::NotFound => "not_found",
+            Refused::Forbidden => "forbidden",
+            Refused::TooMany(over) => over.label(),
+        }
     }
 }
 
@@ -224,6 +256,34 @@ impl FrontDoor {
                 Arrival::Proceed(HandshakeSlot(self.clone()))
             }
         }
+    }
+
+    /// A session request (its path and query, its `Origin`, its source)
+    /// asks to be let in, over either transport: its token's subject and
+    /// its seat in its source's share, or why not (counted and logged here;
+    /// the caller only answers).
+    pub fn admit(
+        self: &Arc<Self>,
+        path: &str,
+        origin: Option<&str>,
+        remote: IpAddr,
+    ) -> Result<Pass, Refused> {
+        let refused = match self.admission.check(path, origin) {
+            Decision::Admit { subject } => match self.seat(remote) {
+                Ok(seat) => return Ok(Pass { subject, seat }),
+                Err(over) => {
+                    debug!(limit = over.label(), %remote, "too many sessions from one source");
+                    Refused::TooMany(over)
+                }
+            },
+            Decision::NotFound => Refused::NotFound,
+            Decision::Forbidden(why) => {
+                debug!(why, origin, "session refused");
+                Refused::Forbidden
+            }
+        };
+        crate::metrics::handshake(refused.label());
+        Err(refused)
     }
 
     /// A session from `ip` asks to be admitted: a seat in its source's

@@ -17,9 +17,8 @@ use tracing::{Instrument, debug};
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
-use crate::admission::Decision;
 use crate::codec::{FrameDecoder, encode_frame};
-use crate::frontdoor::{FrontDoor, HandshakeSlot, SourceSeat};
+use crate::frontdoor::{FrontDoor, HandshakeSlot, Pass, Refused, SourceSeat};
 use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
 use crate::peer::{Link, Outbound, Peer};
@@ -91,31 +90,23 @@ async fn handshake(
             return None;
         }
     };
-    let seat = match door.admission().check(request.path(), request.origin()) {
-        Decision::Admit { subject } => {
+    let remote = request.remote_address().ip();
+    let seat = match door.admit(request.path(), request.origin(), remote) {
+        Ok(Pass { subject, seat }) => {
             if let Some(subject) = subject {
                 tracing::Span::current().record("sub", subject);
             }
-            door.seat(request.remote_address().ip())
+            seat
         }
-        Decision::NotFound => {
-            let _ = timeout_at(deadline, request.not_found()).await;
-            metrics::handshake("not_found");
-            return None;
-        }
-        Decision::Forbidden(why) => {
-            debug!(why, origin = request.origin(), "session refused");
-            let _ = timeout_at(deadline, request.forbidden()).await;
-            metrics::handshake("forbidden");
-            return None;
-        }
-    };
-    let seat = match seat {
-        Ok(seat) => seat,
-        Err(over) => {
-            debug!(limit = over.label(), remote = %request.remote_address(), "too many sessions from one source");
-            let _ = timeout_at(deadline, request.too_many_requests()).await;
-            metrics::handshake(over.label());
+        Err(refused) => {
+            let answer = async {
+                match refused {
+                    Refused::NotFound => request.not_found().await,
+                    Refused::Forbidden => request.forbidden().await,
+                    Refused::TooMany(_) => request.too_many_requests().await,
+                }
+            };
+            let _ = timeout_at(deadline, answer).await;
             return None;
         }
     };

@@ -25,9 +25,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug};
 
-use crate::admission::Decision;
 use crate::codec::{FRAME_HEADER_LEN, encode_frame};
-use crate::frontdoor::{FrontDoor, SourceSeat};
+use crate::frontdoor::{FrontDoor, Pass, Refused, SourceSeat};
 use crate::hub::Hub;
 use crate::metrics;
 use crate::peer::{Link, Outbound, Peer};
@@ -72,27 +71,17 @@ pub async fn upgrade(
     headers: &HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let door = &sessions.door;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let subject = match door.admission().check(path, origin) {
-        Decision::Admit { subject } => subject,
-        Decision::NotFound => {
-            metrics::handshake("not_found");
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        Decision::Forbidden(why) => {
-            debug!(why, origin, "WebSocket session refused");
-            metrics::handshake("forbidden");
-            return StatusCode::FORBIDDEN.into_response();
-        }
-    };
-    let seat = match door.seat(remote.ip()) {
-        Ok(seat) => seat,
-        Err(over) => {
-            debug!(limit = over.label(), %remote, "too many sessions from one source");
-            metrics::handshake(over.label());
-            return StatusCode::TOO_MANY_REQUESTS.into_response();
+    let Pass { subject, seat } = match sessions.door.admit(path, origin, remote.ip()) {
+        Ok(pass) => pass,
+        Err(refused) => {
+            let status = match refused {
+                Refused::NotFound => StatusCode::NOT_FOUND,
+                Refused::Forbidden => StatusCode::FORBIDDEN,
+                Refused::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            };
+            return status.into_response();
         }
     };
     let tracker = sessions.tracker.clone();
