@@ -256,19 +256,13 @@ fn process_figures() {
         if let Some(threads) = field(17) {
             gauge!("process_threads").set(threads);
         }
-        if let Some(rss_pages) = field(21) {
-            gauge!("process_resident_memory_bytes").set(rss_pages * page_size());
-        }
+    }
+    if let Some(bytes) = crate::frontdoor::budget::resident_bytes() {
+        gauge!("process_resident_memory_bytes").set(bytes as f64);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         gauge!("process_open_fds").set(fds.count() as f64);
     }
-}
-
-fn page_size() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as f64 } else { 4096.0 }
 }
 
 /// An incoming session's outcome.
