@@ -36,6 +36,8 @@
 // ever silently rounded. Encoders take a u64 as either a safe integer number or
 // a BigInt.
 
+/** The protocol version this module speaks (docs/protocol.md); the package's major.minor. */
+export const PROTOCOL_VERSION = '1.1';
 /** Largest signaling frame payload, in bytes. */
 export const MAX_FRAME_LEN = 65536;
 /** Largest `sdp` of an Offer or Answer, in bytes. */
@@ -81,6 +83,91 @@ export class FrameLengthError extends Error {
     this.name = 'FrameLengthError';
     this.length = length;
   }
+}
+
+/**
+ * The one error type of a session: every rejected promise and every `error`
+ * event carries one.
+ *
+ * `code` is a server ErrorCode name when `fromServer` is true (`InvalidProfile`,
+ * `AlreadyJoined`, `RateLimited`, `ServerBusy`, ...), else one of the session's
+ * own: `NotConnected`, `NotMatched`, `TooLarge`, `DatagramTooLarge`, `EmptyChat`,
+ * `InvalidArgument`, `BadServerFrame`, `ProtocolViolation`, `ConnectFailed`,
+ * `Unsupported`, `Aborted`, `Timeout`, `Closed`, `Left`, `ChatFailed`,
+ * `PingTimeout`, `ServerClosed` (then `closeCode` is the server's `Closing` code).
+ */
+export class QuicmatchError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{fromServer?: boolean, cause?: unknown, closeCode?: ?number}} [more]
+   */
+  constructor(code, message, { fromServer = false, cause, closeCode = null } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'QuicmatchError';
+    this.code = code;
+    this.fromServer = fromServer;
+    this.closeCode = closeCode;
+  }
+}
+
+/**
+ * A promise settled from outside that also gives up by itself: with code
+ * `Aborted` when `signal` aborts, with `timeoutCode` after `timeoutMs`. Then
+ * `onGiveUp(error)` runs, to undo what the promise stood for. Settling twice
+ * is harmless.
+ * @template T
+ * @param {{signal?: AbortSignal, timeoutMs?: number}} opts
+ * @param {string} what for messages ("joining")
+ * @param {(err: QuicmatchError) => void} [onGiveUp]
+ * @param {string} [timeoutCode]
+ */
+function deferred({ signal, timeoutMs } = {}, what, onGiveUp, timeoutCode = 'Timeout') {
+  let resolvePromise;
+  let rejectPromise;
+  /** @type {Promise<T>} */
+  const promise = new Promise((resolve, reject) => {
+    resolvePromise = resolve;
+    rejectPromise = reject;
+  });
+  let timer = null;
+  const d = {
+    promise,
+    settled: false,
+    /** @param {T} value */
+    resolve(value) {
+      if (d.settled) return;
+      d.settled = true;
+      cleanup();
+      resolvePromise(value);
+    },
+    /** @param {QuicmatchError} err */
+    reject(err) {
+      if (d.settled) return;
+      d.settled = true;
+      cleanup();
+      rejectPromise(err);
+    },
+  };
+  const giveUp = (err) => {
+    if (d.settled) return;
+    d.reject(err);
+    onGiveUp?.(err);
+  };
+  const aborted = () => giveUp(new QuicmatchError('Aborted', `${what} was aborted`, { cause: signal?.reason }));
+  const cleanup = () => {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', aborted);
+  };
+  if (signal?.aborted) {
+    queueMicrotask(aborted); // after the caller has registered `d`
+  } else {
+    signal?.addEventListener('abort', aborted, { once: true });
+    if (typeof timeoutMs === 'number' && timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+      timer = setTimeout(() => giveUp(new QuicmatchError(timeoutCode, `${what} took longer than ${timeoutMs} ms`)), timeoutMs);
+    }
+  }
+  return d;
 }
 
 // ---------------------------------------------------------------------------
@@ -567,29 +654,38 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 class WebTransportCarrier {
   /**
    * Opens a session to `url` and its signaling stream. With `timeoutMs` > 0,
-   * gives up when the session is not ready by then.
+   * gives up when the session is not ready by then; gives up too when
+   * `signal` aborts.
+   * @param {(url: string, options: WebTransportOptions) => WebTransport} make
    * @param {string} url with the join token, if any
    * @param {string} shownUrl without it
    * @param {WebTransportOptions} options
    * @param {number} timeoutMs
+   * @param {AbortSignal} signal
    * @returns {Promise<WebTransportCarrier>}
    */
-  static async open(url, shownUrl, options, timeoutMs) {
-    const transport = new WebTransport(url, options);
+  static async open(make, url, shownUrl, options, timeoutMs, signal) {
+    const transport = make(url, options);
     // `closed` rejects too when `ready` does; and `ready` may reject after a timeout.
     transport.closed.catch(() => {});
     transport.ready.catch(() => {});
     let timer = null;
+    let cancelled = null;
     try {
       const late = new Promise((_, reject) => {
         if (timeoutMs > 0) timer = setTimeout(() => reject(new Error(`WebTransport was not ready within ${timeoutMs} ms`)), timeoutMs);
+        cancelled = () => reject(new Error('connecting was cancelled'));
+        if (signal.aborted) cancelled();
+        else signal.addEventListener('abort', cancelled, { once: true });
       });
       await Promise.race([transport.ready, late]);
+      const stream = await Promise.race([transport.createBidirectionalStream(), late]);
       clearTimeout(timer);
-      const stream = await transport.createBidirectionalStream();
+      signal.removeEventListener('abort', cancelled);
       return new WebTransportCarrier(transport, stream, shownUrl);
     } catch (err) {
       clearTimeout(timer);
+      signal.removeEventListener('abort', cancelled);
       try {
         transport.close();
       } catch {
@@ -685,26 +781,44 @@ class WebTransportCarrier {
  */
 class WebSocketCarrier {
   /**
-   * Opens a WebSocket to `url`, offering the `quicmatch.v1` subprotocol.
+   * Opens a WebSocket to `url`, offering the `quicmatch.v1` subprotocol;
+   * gives up when `signal` aborts.
+   * @param {(url: string, protocols: string[]) => WebSocket} make
    * @param {string} url with the join token, if any
    * @param {string} shownUrl without it
+   * @param {AbortSignal} signal
    * @returns {Promise<WebSocketCarrier>}
    */
-  static open(url, shownUrl) {
+  static open(make, url, shownUrl, signal) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, [WEBSOCKET_SUBPROTOCOL]);
+      if (signal.aborted) {
+        reject(new Error('connecting was cancelled'));
+        return;
+      }
+      const ws = make(url, [WEBSOCKET_SUBPROTOCOL]);
       const carrier = new WebSocketCarrier(ws, shownUrl);
-      const opened = () => {
+      const settle = () => {
+        ws.removeEventListener('open', opened);
         ws.removeEventListener('close', failed);
+        signal.removeEventListener('abort', cancelled);
+      };
+      const opened = () => {
+        settle();
         resolve(carrier);
       };
       // An `error` event is always followed by `close`; the browser tells no more.
       const failed = (e) => {
-        ws.removeEventListener('open', opened);
+        settle();
         reject(new Error(`WebSocket ${shownUrl} closed before it opened (status ${e.code})`));
+      };
+      const cancelled = () => {
+        settle();
+        carrier.close(CloseCode.NORMAL, 'connecting was cancelled');
+        reject(new Error('connecting was cancelled'));
       };
       ws.addEventListener('open', opened, { once: true });
       ws.addEventListener('close', failed, { once: true });
+      signal.addEventListener('abort', cancelled, { once: true });
     });
   }
 
@@ -815,21 +929,35 @@ let webTransportFallback = null;
  * @property {string|(() => string|Promise<string>)} [token] a join token for a server that requires one
  *   (`--jwt-secret`/`--jwt-public-key`), or a function that fetches a fresh one from the site's backend;
  *   the function is called before every connection attempt, since tokens expire
+ * @property {number} [connectTimeoutMs] how long `connect()` and `reconnectNow()` wait by default (default 15000)
+ * @property {number} [joinTimeoutMs] how long `join()` waits for `Waiting` or `Matched` by default (default 15000)
  * @property {number} [initialBackoffMs] first reconnect delay after a lost connection (default 1000)
  * @property {number} [maxBackoffMs] longest reconnect delay (default 30000)
  * @property {number} [capacityBackoffMs] shortest delay after `Closing` code 4, server at capacity (default 5000)
  * @property {number} [chatResendMs] how long a chat waits for its ack before it is sent again (default 700)
  * @property {number} [chatMaxResends] resends before a chat is given up as lost (default 4)
  * @property {number} [earlyChatMs] how long a chat datagram for an unknown match is kept, in case its `Matched` frame is still on the way (default 3000)
- * @property {number} [keepAliveMs] interval of keep-alive pings while connected, 0 for none (default 20000)
- * @property {number} [pingTimeoutMs] when a `ping()` promise gives up (default 10000)
+ * @property {number} [keepAliveMs] interval of keep-alive pings while connected, 0 for none (default 20000);
+ *   a keep-alive ping unanswered within `pingTimeoutMs` ends the connection as dead, and the session reconnects
+ * @property {number} [pingTimeoutMs] when a `ping()` gives up (default 10000)
+ * @property {number} [probeTimeoutMs] after the browser goes online or offline, or the page becomes visible,
+ *   the session pings; no answer within this ends the connection as dead (default 5000)
+ * @property {(url: string, options: WebTransportOptions) => WebTransport} [webTransport] makes WebTransport
+ *   sessions (default `new WebTransport(url, options)`); for tests and wrappers
+ * @property {(url: string, protocols: string[]) => WebSocket} [webSocket] makes WebSockets (default
+ *   `new WebSocket(url, protocols)`)
+ * @property {typeof fetch} [fetch] fetches `/api/webtransport` (default the global `fetch`)
+ * @property {?EventTarget} [environment] where `online`/`offline` are listened for, and whose `document`
+ *   gives `visibilitychange` (default `globalThis`; null for none)
  * @property {(level: 'debug'|'info'|'warn', message: string) => void} [logger] receives the session's diagnostics
  */
 
-/** @type {Required<Omit<SessionOptions, 'base'|'logger'|'token'|'websocketUrl'>>} */
+/** @type {Required<Omit<SessionOptions, 'base'|'logger'|'token'|'websocketUrl'|'webTransport'|'webSocket'|'fetch'|'environment'>>} */
 const DEFAULTS = {
   transport: 'auto',
   webTransportTimeoutMs: 3000,
+  connectTimeoutMs: 15000,
+  joinTimeoutMs: 15000,
   initialBackoffMs: 1000,
   maxBackoffMs: 30000,
   capacityBackoffMs: 5000,
@@ -838,17 +966,32 @@ const DEFAULTS = {
   earlyChatMs: 3000,
   keepAliveMs: 20000,
   pingTimeoutMs: 10000,
+  probeTimeoutMs: 5000,
 };
 
 /** Most chat datagrams kept while waiting for their `Matched` frame. */
 const EARLY_CHAT_LIMIT = 32;
 /** Received chat seqs remembered per match for de-duplication. */
 const SEEN_SEQ_LIMIT = 4096;
+/** Server errors that answer a `Join` (protocol section 4.1): they settle the pending `join()`. */
+const JOIN_REFUSALS = new Set(['InvalidProfile', 'AlreadyJoined', 'ServerBusy']);
+
+/** Whether this browser has a transport for the `transport` option. */
+function hasCarrier(transport, hasWebTransport, hasWebSocket) {
+  if (transport === 'webtransport') return hasWebTransport;
+  if (transport === 'websocket') return hasWebSocket;
+  return hasWebTransport || hasWebSocket;
+}
 
 /**
  * One quicmatch session over WebTransport, or over the WebSocket fallback.
  *
+ * Requests return promises that always settle: they resolve, or reject with a
+ * {@link QuicmatchError}; each takes `{signal, timeoutMs}`. What no promise
+ * answers comes as an `error` event, whose detail is a QuicmatchError too.
+ *
  * Events (all `CustomEvent`s; the payload is in `event.detail`):
+ * - `statechange` `{state, previous}`: {@link QuicmatchSession#state} changed.
  * - `transport` `{transport, url, fallback, reason}`: which carrier this connection uses, just
  *   before every `open`: `transport` is `'webtransport'` or `'websocket'` (as {@link QuicmatchSession#transport}),
  *   `fallback` is true when `'auto'` mode chose the WebSocket, and `reason` says why the WebSocket
@@ -866,20 +1009,40 @@ const SEEN_SEQ_LIMIT = 4096;
  *   after `'partner-left'`; after a lost connection the session re-joins once it reconnects.
  * - `pong` `{nonce, rttMs}`.
  * - `closing` `{code, reason}`: the server's last frame before it closes the session.
- * - `error` `{code, message, fromServer}`: a server `Error` (`code` is its ErrorCode name) or a
- *   local refusal (`NotConnected`, `NotMatched`, `TooLarge`, `DatagramTooLarge`, `EmptyChat`,
- *   `BadServerFrame`, `ProtocolViolation`, `ConnectFailed`).
+ * - `error`: a {@link QuicmatchError} no promise carries: a server `Error` that answers no
+ *   `join()`, a refused `sendOffer`/`sendAnswer`/`sendIce`, `BadServerFrame`,
+ *   `ProtocolViolation`, and `ConnectFailed` for each failed connection attempt.
  * - `close` `{code, reason, byUser, reconnectInMs}`: the transport is gone; `code` is the
  *   `Closing` code if the server sent one, else, over a WebSocket closed with status 4001 to 4999,
  *   that status minus 4000, else null; `reconnectInMs` is null when the session will not
  *   reconnect by itself.
- * - `state` `{state}`: {@link QuicmatchSession#state} changed.
  */
 export class QuicmatchSession extends EventTarget {
+  /** @type {'disconnected'|'connecting'|'reconnecting'|'idle'|'waiting'|'matched'|'closed'} */
+  #state = 'disconnected';
+  /** @type {U64|null} */
+  #matchId = null;
+  /** @type {Profile|null} */
+  #partner = null;
+  #initiator = false;
+  /** @type {Profile|null} */
+  #profile = null;
+  #joined = false;
+
+  /**
+   * Whether this browser can run a session with this `transport` option:
+   * `'auto'` needs WebTransport or WebSocket, the others need theirs.
+   * @param {'auto'|'webtransport'|'websocket'} [transport]
+   * @returns {boolean}
+   */
+  static isSupported(transport = 'auto') {
+    return hasCarrier(transport, typeof globalThis.WebTransport === 'function', typeof globalThis.WebSocket === 'function');
+  }
+
   /** @param {SessionOptions} [options] */
   constructor(options = {}) {
     super();
-    const { base, logger, token, websocketUrl, ...rest } = options;
+    const { base, logger, token, websocketUrl, webTransport, webSocket, fetch: fetchFn, environment, ...rest } = options;
     /** @private */
     this.token = token;
     /** @private */
@@ -893,22 +1056,12 @@ export class QuicmatchSession extends EventTarget {
     this.base = base ?? globalThis.location?.href;
     /** @private */
     this.logger = logger ?? (() => {});
-    /**
-     * `'disconnected'` (not started, or stopped for good), `'connecting'`, `'idle'`
-     * (connected, not joined), `'waiting'`, `'matched'` or `'closed'` (after {@link close}).
-     * @type {'disconnected'|'connecting'|'idle'|'waiting'|'matched'|'closed'}
-     */
-    this.state = 'disconnected';
-    /** The current match's id, or null. @type {U64|null} */
-    this.matchId = null;
-    /** The current partner's profile, or null. @type {Profile|null} */
-    this.partner = null;
-    /** Whether this side creates the offer in the current match. */
-    this.initiator = false;
-    /** The profile of the last {@link join}, used again after a reconnect. @type {Profile|null} */
-    this.profile = null;
-    /** True between {@link join} and {@link leave}: the session wants to be queued or matched. */
-    this.joined = false;
+    /** @private Factories; null means the browser's own (looked up when used). */
+    this.makeWebTransport = webTransport ?? null;
+    /** @private */ this.makeWebSocket = webSocket ?? null;
+    /** @private */ this.fetchFn = fetchFn ?? ((...args) => globalThis.fetch(...args));
+    /** @private @type {?EventTarget} */
+    this.environment = environment === undefined ? globalThis : environment;
     /** @private @type {null | {carrier: Carrier}} */
     this.conn = null;
     /** @private */ this.running = false;
@@ -917,15 +1070,69 @@ export class QuicmatchSession extends EventTarget {
     /** @private @type {?{code: number, reason: string}} */ this.closing = null;
     /** @private */ this.retryTimer = null;
     /** @private */ this.keepAliveTimer = null;
+    /** @private True while a connection attempt is under way. */ this.connecting = false;
+    /** @private Bumped to disown an attempt under way. */ this.attemptSerial = 0;
+    /** @private @type {?AbortController} */ this.attemptAbort = null;
     /** @private */ this.nextSeq = 1;
     /** @private */ this.nextNonce = 1;
-    /** @private @type {Map<number, {text: string, bytes: Uint8Array, matchId: U64, resends: number, firstSentAt: number, timer: any}>} */
+    /** @private @type {Map<number, {text: string, bytes: Uint8Array, matchId: U64, resends: number, firstSentAt: number, timer: any, done: any}>} */
     this.pendingChats = new Map();
     /** @private @type {Set<number>} */ this.seenSeqs = new Set();
     /** @private @type {{dg: Datagram, at: number}[]} */ this.earlyChats = [];
-    /** @private @type {Map<U64, {resolve: (ms: number) => void, reject: (e: Error) => void, sentAt: number, timer: any}>} */
+    /** @private @type {Map<U64, {done: any, sentAt: number}>} */
     this.pendingPings = new Map();
-    /** @private @type {Array<() => void>} */ this.openWaiters = [];
+    /** @private Callers of connect()/reconnectNow() waiting for the open. */ this.openWaiters = new Set();
+    /** @private Callers of join() waiting for Waiting or Matched. */ this.joinWaiters = new Set();
+    /** @private A Join went out on this connection and is not answered yet. */ this.joinSent = false;
+    /**
+     * @private The nonce of the Ping sent right after a Leave: until its Pong,
+     * Waiting and Matched are leftovers from before the Leave.
+     * @type {?number}
+     */
+    this.leaveBarrier = null;
+    /** @private */ this.probing = false;
+    /** @private */ this.listening = false;
+    /** @private */ this.onNetworkChange = (e) => this.networkChanged(e.type === 'online' ? 'the browser went online' : 'the browser went offline');
+    /** @private */
+    this.onVisibilityChange = () => {
+      if (this.environment?.document?.visibilityState === 'visible') this.networkChanged('the page became visible');
+    };
+  }
+
+  /**
+   * `'disconnected'` (not started, or stopped for good), `'connecting'` (the first attempt),
+   * `'reconnecting'` (the connection was lost or an attempt failed: waiting for, or making, the
+   * next attempt), `'idle'` (connected, not joined), `'waiting'`, `'matched'` or `'closed'`
+   * (after {@link close}).
+   * @returns {'disconnected'|'connecting'|'reconnecting'|'idle'|'waiting'|'matched'|'closed'}
+   */
+  get state() {
+    return this.#state;
+  }
+
+  /** The current match's id, or null. @returns {U64|null} */
+  get matchId() {
+    return this.#matchId;
+  }
+
+  /** The current partner's profile, or null. @returns {Profile|null} */
+  get partner() {
+    return this.#partner;
+  }
+
+  /** Whether this side creates the offer in the current match. @returns {boolean} */
+  get initiator() {
+    return this.#initiator;
+  }
+
+  /** The profile of the last {@link join}, used again after a reconnect. @returns {Profile|null} */
+  get profile() {
+    return this.#profile;
+  }
+
+  /** True between {@link join} and {@link leave}: the session wants to be queued or matched. @returns {boolean} */
+  get joined() {
+    return this.#joined;
   }
 
   /**
@@ -939,35 +1146,76 @@ export class QuicmatchSession extends EventTarget {
 
   /**
    * Starts connecting (if not already connected or connecting) and resolves
-   * once the session is open. Reconnects happen by themselves afterwards.
+   * once the session is open; reconnects happen by themselves afterwards.
+   * Rejects with `Unsupported`, `Closed`, `ServerClosed` (the server said not
+   * to come back), `Aborted` or `Timeout` (default `connectTimeoutMs`); after
+   * the last two the session stops trying, unless another call still waits.
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [opts]
    * @returns {Promise<void>}
    */
-  connect() {
-    if (this.userClosed) return Promise.reject(new Error('session was closed'));
+  connect(opts = {}) {
+    const refused = this.refusal();
+    if (refused) return Promise.reject(refused);
     if (this.conn) return Promise.resolve();
-    const opened = new Promise((resolve) => this.openWaiters.push(resolve));
-    if (!this.running) {
-      this.running = true;
-      this.failures = 0;
-      this.attempt();
-    }
-    return opened;
+    const wait = this.waitFor(this.openWaiters, 'connecting', opts, this.opts.connectTimeoutMs, () => this.stopIfUnwanted());
+    this.run();
+    return wait;
+  }
+
+  /**
+   * Skips the back-off wait and connects now (or starts again after the
+   * session stopped); settles as {@link connect}.
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [opts]
+   * @returns {Promise<void>}
+   */
+  reconnectNow(opts = {}) {
+    const refused = this.refusal();
+    if (refused) return Promise.reject(refused);
+    if (this.conn) return Promise.resolve();
+    const wait = this.waitFor(this.openWaiters, 'connecting', opts, this.opts.connectTimeoutMs, () => this.stopIfUnwanted());
+    if (this.running) this.retryNow();
+    else this.run();
+    return wait;
   }
 
   /**
    * Asks to be matched with `profile` (and remembers it, to re-join after a
-   * reconnect). Connects first if needed. The server answers with `waiting`,
-   * `matched` or an `error` (e.g. `InvalidProfile`).
+   * reconnect); connects first if needed. Resolves with the server's first
+   * answer: `{type: 'waiting', queuePosition}` or `{type: 'matched', ...}` as
+   * the `matched` event. Rejects with the server's refusal (`InvalidProfile`,
+   * `ServerBusy`, `AlreadyJoined`: `fromServer` true), `InvalidArgument`,
+   * `Left` (a `leave()` came first), `Closed`, `ServerClosed`, `Unsupported`,
+   * `Aborted` or `Timeout` (default `joinTimeoutMs`); after the last two the
+   * session leaves.
    * @param {Profile} profile
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [opts]
+   * @returns {Promise<JoinAnswer>}
    */
-  join(profile) {
-    if (this.userClosed) throw new Error('session was closed');
-    // Encode now so a profile that cannot be encoded throws here, to the caller.
-    encodeClientMsg({ type: 'Join', profile });
-    this.profile = { name: profile.name, age: profile.age, gender: profile.gender };
-    this.joined = true;
-    if (this.conn) this.send({ type: 'Join', profile: this.profile });
-    else this.connect();
+  join(profile, opts = {}) {
+    const refused = this.refusal();
+    if (refused) return Promise.reject(refused);
+    if (this.#joined && (this.#state === 'waiting' || this.#state === 'matched')) {
+      return Promise.reject(new QuicmatchError('AlreadyJoined', `already ${this.#state}: leave() first`));
+    }
+    /** @type {Profile} */
+    let clean;
+    try {
+      clean = { name: profile.name, age: profile.age, gender: profile.gender };
+      // Encode now so a profile that cannot be sent is refused here, to the caller.
+      encodeClientMsg({ type: 'Join', profile: clean });
+    } catch (err) {
+      return Promise.reject(new QuicmatchError('InvalidArgument', `this profile cannot be sent: ${err?.message ?? err}`, { cause: err }));
+    }
+    const wait = this.waitFor(this.joinWaiters, 'joining', opts, this.opts.joinTimeoutMs, () => {
+      if (this.joinWaiters.size > 0) return;
+      this.leave();
+      this.stopIfUnwanted();
+    });
+    this.#profile = clean;
+    this.#joined = true;
+    if (!this.conn) this.run();
+    else if (!this.joinSent) this.sendJoin();
+    return wait;
   }
 
   /**
@@ -978,29 +1226,38 @@ export class QuicmatchSession extends EventTarget {
     // Without a connection there is no match to end; a reconnect re-joins anyway.
     if (!this.conn) return;
     this.send({ type: 'Stop' });
-    if (this.state === 'matched') {
+    if (this.#state === 'matched') {
       this.endMatch();
       this.setState('waiting');
     }
   }
 
-  /** Ends any match, leaves the queue; the session stays connected and idle. */
+  /**
+   * Ends any match, leaves the queue; the session stays connected and idle.
+   * A pending `join()` rejects with `Left`; a `Waiting` or `Matched` the server
+   * sent before it saw the Leave is ignored.
+   */
   leave() {
-    this.joined = false;
+    this.#joined = false;
+    this.joinSent = false;
+    this.settle(this.joinWaiters, (w) => w.reject(new QuicmatchError('Left', 'left before the server answered the join')));
     if (!this.conn) return; // not connected: nothing to leave, and no re-join will happen
     this.send({ type: 'Leave' });
+    // Frames both ways are in order: once this Ping's Pong is back, the server has seen the Leave.
+    const nonce = this.nextNonce++;
+    if (this.send({ type: 'Ping', nonce })) this.leaveBarrier = nonce;
     this.endMatch();
     this.setState('idle');
   }
 
   /** Sends our WebRTC offer to the current partner. @param {string} sdp @returns {boolean} whether it was sent */
   sendOffer(sdp) {
-    return this.relay('Offer', { sdp }, utf8Length(sdp) <= MAX_SDP_LEN);
+    return this.relay('Offer', { sdp }, typeof sdp === 'string' && utf8Length(sdp) <= MAX_SDP_LEN);
   }
 
   /** Sends our WebRTC answer to the current partner. @param {string} sdp @returns {boolean} whether it was sent */
   sendAnswer(sdp) {
-    return this.relay('Answer', { sdp }, utf8Length(sdp) <= MAX_SDP_LEN);
+    return this.relay('Answer', { sdp }, typeof sdp === 'string' && utf8Length(sdp) <= MAX_SDP_LEN);
   }
 
   /**
@@ -1019,64 +1276,83 @@ export class QuicmatchSession extends EventTarget {
       username_fragment: c.usernameFragment ?? null,
     };
     const fits = [candidate.candidate, candidate.sdp_mid, candidate.username_fragment]
-      .every((s) => s === null || utf8Length(s) <= MAX_ICE_FIELD_LEN);
+      .every((s) => s === null || (typeof s === 'string' && utf8Length(s) <= MAX_ICE_FIELD_LEN));
     return this.relay('Ice', { candidate }, fits);
   }
 
   /**
    * Sends a chat line to the current partner as a datagram, resending it
-   * until acknowledged (at most `chatMaxResends` times).
+   * until acknowledged (at most `chatMaxResends` times). Resolves when the
+   * partner acknowledged it; rejects with `EmptyChat`, `TooLarge`,
+   * `DatagramTooLarge`, `NotConnected`, `NotMatched`, `InvalidArgument`,
+   * `ChatFailed` (no ack after every resend, or the match ended first),
+   * `Closed`, `Aborted` or `Timeout` (none by default).
    * @param {string} text 1 to 1,000 bytes of UTF-8
-   * @returns {number|null} the chat's seq, or null if it was refused (an `error` event says why)
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [opts]
+   * @returns {Promise<{matchId: U64, seq: number, rttMs: number}>}
    */
-  chat(text) {
-    if (typeof text !== 'string') throw new TypeError('chat text must be a string');
+  chat(text, opts = {}) {
+    const refuse = (code, message) => Promise.reject(new QuicmatchError(code, message));
+    if (this.userClosed) return refuse('Closed', 'the session was closed');
+    if (typeof text !== 'string') return refuse('InvalidArgument', 'chat text must be a string');
     const len = utf8Length(text);
-    if (len === 0) return this.fail('EmptyChat', 'chat text is empty');
-    if (len > MAX_CHAT_LEN) return this.fail('TooLarge', `chat text is ${len} bytes, over ${MAX_CHAT_LEN}`);
-    if (!this.conn) return this.fail('NotConnected', 'not connected');
-    if (this.state !== 'matched') return this.fail('NotMatched', 'not matched with anyone');
+    if (len === 0) return refuse('EmptyChat', 'chat text is empty');
+    if (len > MAX_CHAT_LEN) return refuse('TooLarge', `chat text is ${len} bytes, over ${MAX_CHAT_LEN}`);
+    if (!this.conn) return refuse('NotConnected', 'not connected');
+    if (this.#state !== 'matched') return refuse('NotMatched', 'not matched with anyone');
     const seq = this.nextSeq;
-    const bytes = encodeDatagram({ type: 'Chat', match_id: this.matchId, seq, text });
+    const matchId = this.#matchId;
+    const bytes = encodeDatagram({ type: 'Chat', match_id: matchId, seq, text });
     const max = this.conn.carrier.maxDatagramSize;
     if (typeof max === 'number' && bytes.length > max) {
-      return this.fail('DatagramTooLarge', `chat needs ${bytes.length} bytes, the connection carries ${max} per datagram`);
+      return refuse('DatagramTooLarge', `chat needs ${bytes.length} bytes, the connection carries ${max} per datagram`);
     }
     this.nextSeq = (this.nextSeq + 1) % 0x1_0000_0000;
-    const entry = { text, bytes, matchId: this.matchId, resends: 0, firstSentAt: performance.now(), timer: null };
+    const entry = { text, bytes, matchId, resends: 0, firstSentAt: performance.now(), timer: null, done: null };
+    entry.done = deferred(opts, 'chat', () => {
+      clearTimeout(entry.timer);
+      if (this.pendingChats.get(seq) === entry) this.pendingChats.delete(seq);
+    });
     this.pendingChats.set(seq, entry);
     this.sendDatagram(bytes);
     this.scheduleResend(seq, entry);
-    return seq;
+    return entry.done.promise;
   }
 
   /**
-   * Sends `Ping` and resolves with the round-trip time in milliseconds
-   * (rejects when the connection drops or no `Pong` comes in time).
+   * Sends `Ping` and resolves with the round-trip time in milliseconds.
+   * Rejects with `NotConnected` (also when the connection drops first),
+   * `PingTimeout` (default `pingTimeoutMs`), `Closed` or `Aborted`.
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [opts]
    * @returns {Promise<number>}
    */
-  ping() {
+  ping(opts = {}) {
+    if (this.userClosed) return Promise.reject(new QuicmatchError('Closed', 'the session was closed'));
+    if (!this.conn) return Promise.reject(new QuicmatchError('NotConnected', 'not connected'));
     const nonce = this.nextNonce++;
-    return new Promise((resolve, reject) => {
-      if (!this.send({ type: 'Ping', nonce })) {
-        reject(new Error('not connected'));
-        return;
-      }
-      const timer = setTimeout(() => {
-        this.pendingPings.delete(nonce);
-        reject(new Error('no pong in time'));
-      }, this.opts.pingTimeoutMs);
-      this.pendingPings.set(nonce, { resolve, reject, sentAt: performance.now(), timer });
-    });
+    const timeoutMs = opts.timeoutMs ?? this.opts.pingTimeoutMs;
+    const done = deferred({ signal: opts.signal, timeoutMs }, 'ping', () => this.pendingPings.delete(nonce), 'PingTimeout');
+    this.pendingPings.set(nonce, { done, sentAt: performance.now() });
+    this.send({ type: 'Ping', nonce });
+    return done.promise;
   }
 
-  /** Closes the session for good (close code 0); it will not reconnect. */
+  /**
+   * Closes the session for good (close code 0); it will not reconnect. Every
+   * pending promise rejects with `Closed`.
+   */
   close() {
     if (this.userClosed) return;
     this.userClosed = true;
-    this.running = false;
-    this.joined = false;
-    clearTimeout(this.retryTimer);
+    this.#joined = false;
+    this.halt();
+    const closed = () => new QuicmatchError('Closed', 'the session was closed');
+    this.settle(this.openWaiters, (w) => w.reject(closed()));
+    this.settle(this.joinWaiters, (w) => w.reject(closed()));
+    this.endMatchChats(closed);
+    const pings = [...this.pendingPings.values()];
+    this.pendingPings.clear();
+    for (const p of pings) p.done.reject(closed());
     const conn = this.conn;
     this.dropConnection();
     conn?.carrier.close(CloseCode.NORMAL, 'closed by user');
@@ -1086,52 +1362,199 @@ export class QuicmatchSession extends EventTarget {
 
   // -- connection -----------------------------------------------------------
 
+  /** @private Why a request cannot even start, or null. */
+  refusal() {
+    if (this.userClosed) return new QuicmatchError('Closed', 'the session was closed');
+    if (!hasCarrier(this.opts.transport, this.hasWebTransport(), this.hasWebSocket())) {
+      const needs = { auto: 'WebTransport or WebSocket', webtransport: 'WebTransport', websocket: 'WebSocket' }[this.opts.transport];
+      return new QuicmatchError('Unsupported', `this browser has no ${needs}`);
+    }
+    return null;
+  }
+
+  /** @private */
+  hasWebTransport() {
+    return this.makeWebTransport !== null || typeof globalThis.WebTransport === 'function';
+  }
+
+  /** @private */
+  hasWebSocket() {
+    return this.makeWebSocket !== null || typeof globalThis.WebSocket === 'function';
+  }
+
+  /**
+   * @private A promise in `set` until settled, or until it gives up (then
+   * `onGiveUp` runs); `opts.timeoutMs` undefined means `defaultTimeoutMs`.
+   */
+  waitFor(set, what, opts, defaultTimeoutMs, onGiveUp) {
+    const w = deferred({ signal: opts.signal, timeoutMs: opts.timeoutMs ?? defaultTimeoutMs }, what, () => {
+      set.delete(w);
+      onGiveUp();
+    });
+    set.add(w);
+    return w.promise;
+  }
+
+  /** @private Settles and forgets every waiter in `set`. */
+  settle(set, how) {
+    const waiters = [...set];
+    set.clear();
+    for (const w of waiters) how(w);
+  }
+
+  /** @private Starts the connection loop if it is not running. */
+  run() {
+    if (this.running) return;
+    this.running = true;
+    this.failures = 0;
+    this.listen();
+    this.attempt();
+  }
+
+  /** @private Nobody waits for a connection any more and none is open: stop trying. */
+  stopIfUnwanted() {
+    if (this.conn || !this.running || this.openWaiters.size > 0 || this.joinWaiters.size > 0) return;
+    this.log('info', 'nobody waits for the connection any more: stopped connecting');
+    this.halt();
+    this.setState('disconnected');
+  }
+
+  /** @private Stops connecting: no attempt under way, none scheduled. */
+  halt() {
+    this.running = false;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.attemptSerial++;
+    this.connecting = false;
+    this.attemptAbort?.abort();
+    this.attemptAbort = null;
+    this.unlisten();
+  }
+
+  /** @private Skips the back-off wait, if the session is waiting in it. */
+  retryNow() {
+    if (!this.running || this.conn || this.connecting) return;
+    clearTimeout(this.retryTimer);
+    this.failures = 0;
+    this.attempt();
+  }
+
   /** @private One connection attempt; on any failure it schedules the next. */
   async attempt() {
     this.retryTimer = null;
-    if (this.userClosed || !this.running) return;
+    if (this.userClosed || !this.running || this.connecting) return;
+    this.connecting = true;
+    const serial = ++this.attemptSerial;
+    const abort = new AbortController();
+    this.attemptAbort = abort;
     this.closing = null;
-    this.setState('connecting');
+    if (this.#state !== 'reconnecting') this.setState('connecting');
+    let opened;
     try {
-      const { carrier, fallback, reason } = await this.openCarrier();
-      if (this.userClosed) {
-        carrier.close(CloseCode.NORMAL, 'closed by user');
-        return;
-      }
-      const conn = { carrier };
-      this.conn = conn;
-      const mine = (f) => (...args) => {
-        if (this.conn === conn) f(...args);
-      };
-      carrier
-        .start({
-          frame: mine((payload) => this.onFrame(payload)),
-          datagram: mine((bytes) => this.onDatagram(bytes)),
-          error: mine((code, message) => this.emit('error', { code, message, fromServer: false })),
-          log: (level, message) => this.log(level, message),
-        })
-        .then(
-          ({ code, reason: why }) => this.onCarrierClosed(conn, code, why),
-          (err) => this.onCarrierClosed(conn, null, String(err?.message ?? err)),
-        );
-      this.log('info', `connected to ${carrier.url} (${carrier.kind}${reason ? `: ${reason}` : ''})`);
-      this.setState('idle');
-      // The server sees the stream only once bytes flow on it; a Ping is a
-      // harmless first frame for a session that is not joining yet.
-      this.ping().catch(() => {});
-      if (this.joined && this.profile) this.send({ type: 'Join', profile: this.profile });
-      if (this.opts.keepAliveMs > 0) {
-        this.keepAliveTimer = setInterval(() => this.ping().catch(() => {}), this.opts.keepAliveMs);
-      }
-      this.emit('transport', { transport: carrier.kind, url: carrier.url, fallback, reason });
-      this.emit('open', { url: carrier.url, transport: carrier.kind });
-      for (const resolve of this.openWaiters.splice(0)) resolve();
+      opened = await this.openCarrier(abort.signal);
     } catch (err) {
-      if (this.userClosed) return;
+      if (serial !== this.attemptSerial) return; // stopped meanwhile
+      this.connecting = false;
+      this.attemptAbort = null;
       const message = String(err?.message ?? err);
-      this.emit('error', { code: 'ConnectFailed', message, fromServer: false });
+      this.emit('error', new QuicmatchError('ConnectFailed', message, { cause: err }));
       this.afterClose(null, message);
+      return;
     }
+    const { carrier, fallback, reason } = opened;
+    if (serial !== this.attemptSerial) {
+      carrier.close(CloseCode.NORMAL, this.userClosed ? 'closed by user' : 'no longer wanted');
+      return;
+    }
+    this.connecting = false;
+    this.attemptAbort = null;
+    const conn = { carrier };
+    this.conn = conn;
+    const mine = (f) => (...args) => {
+      if (this.conn === conn) f(...args);
+    };
+    carrier
+      .start({
+        frame: mine((payload) => this.onFrame(payload)),
+        datagram: mine((bytes) => this.onDatagram(bytes)),
+        error: mine((code, message) => this.emit('error', new QuicmatchError(code, message))),
+        log: (level, message) => this.log(level, message),
+      })
+      .then(
+        ({ code, reason: why }) => this.onCarrierClosed(conn, code, why),
+        (err) => this.onCarrierClosed(conn, null, String(err?.message ?? err)),
+      );
+    this.log('info', `connected to ${carrier.url} (${carrier.kind}${reason ? `: ${reason}` : ''})`);
+    this.setState('idle');
+    // The server sees the stream only once bytes flow on it; a Ping is a
+    // harmless first frame for a session that is not joining yet.
+    this.keepAlive(conn);
+    if (this.#joined && this.#profile) this.sendJoin();
+    if (this.opts.keepAliveMs > 0) {
+      this.keepAliveTimer = setInterval(() => this.keepAlive(conn), this.opts.keepAliveMs);
+    }
+    this.emit('transport', { transport: carrier.kind, url: carrier.url, fallback, reason });
+    this.emit('open', { url: carrier.url, transport: carrier.kind });
+    this.settle(this.openWaiters, (w) => w.resolve());
+  }
+
+  /** @private A Ping that ends the connection as dead when it goes unanswered. */
+  keepAlive(conn, timeoutMs = undefined, why = 'no answer to a keep-alive ping') {
+    this.ping({ timeoutMs }).catch((err) => {
+      if (err?.code === 'PingTimeout') this.declareDead(conn, why);
+    });
+  }
+
+  /** @private The connection stopped answering: drop it and reconnect. */
+  declareDead(conn, why) {
+    if (this.conn !== conn) return;
+    this.log('warn', `${why}: the connection is dead, reconnecting`);
+    this.onCarrierClosed(conn, null, why);
+    conn.carrier.close(CloseCode.NORMAL, why);
+  }
+
+  /**
+   * @private The network or the page's visibility changed: a connection that
+   * may have died meanwhile is probed with a Ping; a session waiting to
+   * reconnect tries at once.
+   */
+  networkChanged(why) {
+    if (!this.running && !this.conn) return;
+    this.log('info', why);
+    const conn = this.conn;
+    if (!conn) {
+      this.retryNow();
+      return;
+    }
+    if (this.probing) return;
+    this.probing = true;
+    this.ping({ timeoutMs: this.opts.probeTimeoutMs })
+      .catch((err) => {
+        if (err?.code === 'PingTimeout') this.declareDead(conn, `no answer to a ping after ${why}`);
+      })
+      .finally(() => {
+        this.probing = false;
+      });
+  }
+
+  /** @private Listens for the network and the page's visibility while the session runs. */
+  listen() {
+    const env = this.environment;
+    if (this.listening || typeof env?.addEventListener !== 'function') return;
+    this.listening = true;
+    env.addEventListener('online', this.onNetworkChange);
+    env.addEventListener('offline', this.onNetworkChange);
+    env.document?.addEventListener?.('visibilitychange', this.onVisibilityChange);
+  }
+
+  /** @private */
+  unlisten() {
+    if (!this.listening) return;
+    this.listening = false;
+    const env = this.environment;
+    env.removeEventListener('online', this.onNetworkChange);
+    env.removeEventListener('offline', this.onNetworkChange);
+    env.document?.removeEventListener?.('visibilitychange', this.onVisibilityChange);
   }
 
   /**
@@ -1139,11 +1562,14 @@ export class QuicmatchSession extends EventTarget {
    * in `'auto'` mode WebTransport when the browser has it and it has not
    * failed on this page before, the WebSocket when not, or when WebTransport
    * fails or is not ready in time.
+   * @param {AbortSignal} signal aborts the attempt
    * @returns {Promise<{carrier: Carrier, fallback: boolean, reason: ?string}>}
    */
-  async openCarrier() {
+  async openCarrier(signal) {
     const mode = this.opts.transport;
-    const hasWebTransport = typeof WebTransport !== 'undefined';
+    const hasWebTransport = this.hasWebTransport();
+    const makeWebTransport = this.makeWebTransport ?? ((url, options) => new globalThis.WebTransport(url, options));
+    const makeWebSocket = this.makeWebSocket ?? ((url, protocols) => new globalThis.WebSocket(url, protocols));
     // Why the WebSocket is the first choice, if it is.
     let direct = null;
     if (mode === 'websocket') direct = 'chosen by the transport option';
@@ -1155,20 +1581,21 @@ export class QuicmatchSession extends EventTarget {
     let infoError = null;
     if (!(direct && this.websocketUrl)) {
       try {
-        info = await fetchTransportInfo(this.base);
+        info = await fetchTransportInfo(this.base, this.fetchFn);
       } catch (err) {
         if (!direct && mode === 'webtransport') throw err;
         infoError = err;
       }
     }
     const token = typeof this.token === 'function' ? await this.token() : this.token;
+    if (signal.aborted) throw new Error('connecting was cancelled');
     const withToken = (url) => (token ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : url);
     const overWebSocket = async (reason, fallback) => {
       const url = this.webSocketUrlFrom(info);
       if (!url) {
         throw new Error(`no WebSocket URL (${infoError ? String(infoError.message ?? infoError) : '/api/webtransport names none'}; see the websocketUrl option)`);
       }
-      return { carrier: await WebSocketCarrier.open(withToken(url), url), fallback, reason };
+      return { carrier: await WebSocketCarrier.open(makeWebSocket, withToken(url), url, signal), fallback, reason };
     };
 
     if (direct) return overWebSocket(direct, mode === 'auto');
@@ -1179,18 +1606,17 @@ export class QuicmatchSession extends EventTarget {
       return overWebSocket(`/api/webtransport failed: ${infoError?.message ?? infoError}`, true);
     }
     const options = info.serverCertificateHashes.length ? { serverCertificateHashes: info.serverCertificateHashes } : {};
+    const overWebTransport = (timeoutMs) => WebTransportCarrier.open(makeWebTransport, withToken(info.url), info.url, options, timeoutMs, signal);
     if (mode === 'webtransport') {
-      if (!hasWebTransport) throw new Error("this browser has no WebTransport (and the transport option is 'webtransport')");
-      return { carrier: await WebTransportCarrier.open(withToken(info.url), info.url, options, 0), fallback: false, reason: null };
+      return { carrier: await overWebTransport(0), fallback: false, reason: null };
     }
     let failure;
     try {
-      const carrier = await WebTransportCarrier.open(withToken(info.url), info.url, options, this.opts.webTransportTimeoutMs);
-      return { carrier, fallback: false, reason: null };
+      return { carrier: await overWebTransport(this.opts.webTransportTimeoutMs), fallback: false, reason: null };
     } catch (err) {
       failure = String(err?.message ?? err);
     }
-    if (this.userClosed || !this.webSocketUrlFrom(info)) throw new Error(failure);
+    if (signal.aborted || !this.webSocketUrlFrom(info)) throw new Error(failure);
     this.log('info', `WebTransport failed (${failure}); trying the WebSocket`);
     let opened;
     try {
@@ -1229,7 +1655,7 @@ export class QuicmatchSession extends EventTarget {
     try {
       msg = decodeServerMsg(payload);
     } catch (err) {
-      this.emit('error', { code: 'BadServerFrame', message: String(err.message), fromServer: false });
+      this.emit('error', new QuicmatchError('BadServerFrame', String(err.message), { cause: err }));
       return;
     }
     this.onServerMsg(msg);
@@ -1247,15 +1673,15 @@ export class QuicmatchSession extends EventTarget {
   /** @private Forgets the live connection and everything tied to it. */
   dropConnection() {
     this.conn = null;
+    this.joinSent = false;
+    this.leaveBarrier = null;
     clearInterval(this.keepAliveTimer);
     this.keepAliveTimer = null;
-    for (const p of this.pendingPings.values()) {
-      clearTimeout(p.timer);
-      p.reject(new Error('connection closed'));
-    }
+    const pings = [...this.pendingPings.values()];
     this.pendingPings.clear();
-    if (this.state === 'matched') {
-      const matchId = this.matchId;
+    for (const p of pings) p.done.reject(new QuicmatchError('NotConnected', 'the connection closed before the pong'));
+    if (this.#state === 'matched') {
+      const matchId = this.#matchId;
       this.endMatch();
       this.emit('partner-disconnected', { matchId, reason: 'connection-lost' });
     }
@@ -1277,12 +1703,15 @@ export class QuicmatchSession extends EventTarget {
     }
     this.failures++;
     if (delay === null) {
-      this.running = false;
-      this.joined = false;
+      this.#joined = false;
+      this.halt();
       this.setState('disconnected');
+      const ended = () => new QuicmatchError('ServerClosed', `the server ended the session (code ${code}: ${reason})`, { closeCode: code });
+      this.settle(this.openWaiters, (w) => w.reject(ended()));
+      this.settle(this.joinWaiters, (w) => w.reject(ended()));
     } else {
       delay = Math.round(delay);
-      this.setState('connecting');
+      this.setState('reconnecting');
       this.retryTimer = setTimeout(() => this.attempt(), delay);
     }
     this.log('info', `connection closed (code ${code}, ${reason}); ${delay === null ? 'not reconnecting' : `reconnecting in ${delay} ms`}`);
@@ -1303,24 +1732,32 @@ export class QuicmatchSession extends EventTarget {
     if (msg.type !== 'Closing') this.failures = 0;
     switch (msg.type) {
       case 'Waiting':
+        if (!this.takesQueueAnswer(msg.type)) return;
+        this.joinSent = false;
         this.endMatch();
         this.setState('waiting');
         this.emit('waiting', { queuePosition: msg.queue_position });
+        this.settle(this.joinWaiters, (w) => w.resolve({ type: 'waiting', queuePosition: msg.queue_position }));
         break;
-      case 'Matched':
+      case 'Matched': {
+        if (!this.takesQueueAnswer(msg.type)) return;
+        this.joinSent = false;
         this.endMatch();
-        this.matchId = msg.match_id;
-        this.partner = msg.partner;
-        this.initiator = msg.initiator;
+        this.#matchId = msg.match_id;
+        this.#partner = msg.partner;
+        this.#initiator = msg.initiator;
         this.setState('matched');
-        this.emit('matched', {
+        const matched = {
           matchId: msg.match_id,
           partner: msg.partner,
           initiator: msg.initiator,
           iceServers: msg.ice_servers.map(toRtcIceServer),
-        });
+        };
+        this.emit('matched', matched);
+        this.settle(this.joinWaiters, (w) => w.resolve({ type: 'matched', ...matched }));
         this.replayEarlyChats();
         break;
+      }
       case 'Offer':
       case 'Answer':
         if (!this.isCurrent(msg.match_id, msg.type)) return;
@@ -1344,18 +1781,28 @@ export class QuicmatchSession extends EventTarget {
         this.setState('waiting'); // the server re-queues us; Waiting or Matched follows
         this.emit('partner-disconnected', { matchId: msg.match_id, reason: 'partner-left' });
         break;
-      case 'Error':
-        // A refused profile leaves the session idle: do not re-send it after a reconnect.
-        if (msg.code === 'InvalidProfile') this.joined = false;
-        this.emit('error', { code: msg.code, message: msg.message, fromServer: true });
+      case 'Error': {
+        const err = new QuicmatchError(msg.code, msg.message, { fromServer: true });
+        if (this.joinSent && JOIN_REFUSALS.has(msg.code)) {
+          this.joinSent = false;
+          // Refused: do not send the profile again after a reconnect. (AlreadyJoined
+          // means the server holds us joined: keep it so.)
+          if (msg.code !== 'AlreadyJoined') this.#joined = false;
+          if (this.joinWaiters.size > 0) {
+            this.settle(this.joinWaiters, (w) => w.reject(err));
+            return;
+          }
+        }
+        this.emit('error', err);
         break;
+      }
       case 'Pong': {
+        if (msg.nonce === this.leaveBarrier) this.leaveBarrier = null;
         const p = this.pendingPings.get(msg.nonce);
         if (!p) return;
         this.pendingPings.delete(msg.nonce);
-        clearTimeout(p.timer);
         const rttMs = performance.now() - p.sentAt;
-        p.resolve(rttMs);
+        p.done.resolve(rttMs);
         this.emit('pong', { nonce: msg.nonce, rttMs });
         break;
       }
@@ -1367,10 +1814,17 @@ export class QuicmatchSession extends EventTarget {
     }
   }
 
+  /** @private Waiting and Matched count only while joined, and not before the server saw our last Leave. */
+  takesQueueAnswer(what) {
+    if (this.#joined && this.leaveBarrier === null) return true;
+    this.log('debug', `ignoring ${what}: it was sent before the server saw our Leave`);
+    return false;
+  }
+
   /** @private Relay messages of another match are late leftovers: ignore them. */
   isCurrent(matchId, what) {
-    if (this.state === 'matched' && matchId === this.matchId) return true;
-    this.log('debug', `ignoring ${what} for match ${matchId} (current: ${this.matchId})`);
+    if (this.#state === 'matched' && matchId === this.#matchId) return true;
+    this.log('debug', `ignoring ${what} for match ${matchId} (current: ${this.#matchId})`);
     return false;
   }
 
@@ -1383,7 +1837,7 @@ export class QuicmatchSession extends EventTarget {
       this.log('warn', `ignoring a malformed datagram: ${err.message}`);
       return;
     }
-    if (this.state === 'matched' && dg.match_id === this.matchId) {
+    if (this.#state === 'matched' && dg.match_id === this.#matchId) {
       this.handleDatagram(dg);
       return;
     }
@@ -1405,8 +1859,8 @@ export class QuicmatchSession extends EventTarget {
   /** @private */
   replayEarlyChats() {
     this.pruneEarlyChats();
-    const mine = this.earlyChats.filter((e) => e.dg.match_id === this.matchId);
-    this.earlyChats = this.earlyChats.filter((e) => e.dg.match_id !== this.matchId);
+    const mine = this.earlyChats.filter((e) => e.dg.match_id === this.#matchId);
+    this.earlyChats = this.earlyChats.filter((e) => e.dg.match_id !== this.#matchId);
     for (const { dg } of mine) this.handleDatagram(dg);
   }
 
@@ -1424,18 +1878,22 @@ export class QuicmatchSession extends EventTarget {
       if (!entry || entry.matchId !== dg.match_id) return;
       clearTimeout(entry.timer);
       this.pendingChats.delete(dg.seq);
-      this.emit('chat-ack', { matchId: dg.match_id, seq: dg.seq, rttMs: performance.now() - entry.firstSentAt });
+      const rttMs = performance.now() - entry.firstSentAt;
+      this.emit('chat-ack', { matchId: dg.match_id, seq: dg.seq, rttMs });
+      entry.done.resolve({ matchId: dg.match_id, seq: dg.seq, rttMs });
     }
   }
 
   // -- outgoing ------------------------------------------------------------
 
+  /** @private Sends the remembered profile's Join on this connection. */
+  sendJoin() {
+    if (this.send({ type: 'Join', profile: this.#profile })) this.joinSent = true;
+  }
+
   /** @private Sends one frame; false (and an `error` event) when not connected or too large. */
   send(msg) {
-    if (!this.conn) {
-      this.fail('NotConnected', `cannot send ${msg.type}: not connected`);
-      return false;
-    }
+    if (!this.conn) return this.fail('NotConnected', `cannot send ${msg.type}: not connected`);
     let payload;
     try {
       payload = encodeClientMsg(msg);
@@ -1444,11 +1902,7 @@ export class QuicmatchSession extends EventTarget {
         throw new RangeError(`frame payload of ${payload.length} bytes is outside 1..=${MAX_FRAME_LEN}`);
       }
     } catch (err) {
-      if (err instanceof RangeError) {
-        this.fail('TooLarge', err.message);
-        return false;
-      }
-      throw err;
+      return this.fail(err instanceof RangeError ? 'TooLarge' : 'InvalidArgument', String(err?.message ?? err));
     }
     this.conn.carrier.sendFrame(payload).catch((err) => this.log('debug', `write ${msg.type}: ${err?.message ?? err}`));
     return true;
@@ -1456,15 +1910,9 @@ export class QuicmatchSession extends EventTarget {
 
   /** @private */
   relay(type, fields, fits) {
-    if (this.state !== 'matched') {
-      this.fail('NotMatched', `cannot send ${type}: not matched`);
-      return false;
-    }
-    if (!fits) {
-      this.fail('TooLarge', `${type} is over the protocol's size limit`);
-      return false;
-    }
-    return this.send({ type, match_id: this.matchId, ...fields });
+    if (this.#state !== 'matched') return this.fail('NotMatched', `cannot send ${type}: not matched`);
+    if (!fits) return this.fail('TooLarge', `${type} is over the protocol's size limit`);
+    return this.send({ type, match_id: this.#matchId, ...fields });
   }
 
   /** @private */
@@ -1476,9 +1924,10 @@ export class QuicmatchSession extends EventTarget {
   scheduleResend(seq, entry) {
     entry.timer = setTimeout(() => {
       if (this.pendingChats.get(seq) !== entry) return;
-      if (entry.resends >= this.opts.chatMaxResends || entry.matchId !== this.matchId || !this.conn) {
+      if (entry.resends >= this.opts.chatMaxResends || entry.matchId !== this.#matchId || !this.conn) {
         this.pendingChats.delete(seq);
         this.emit('chat-failed', { matchId: entry.matchId, seq, text: entry.text });
+        entry.done.reject(new QuicmatchError('ChatFailed', `no acknowledgement after ${entry.resends} resends`));
         return;
       }
       entry.resends++;
@@ -1491,29 +1940,37 @@ export class QuicmatchSession extends EventTarget {
 
   /** @private Forgets the current match and its chat state. */
   endMatch() {
-    for (const [seq, entry] of this.pendingChats) {
+    this.endMatchChats(() => new QuicmatchError('ChatFailed', 'the match ended before the partner acknowledged the chat'));
+    this.seenSeqs.clear();
+    this.#matchId = null;
+    this.#partner = null;
+    this.#initiator = false;
+  }
+
+  /** @private Gives up every chat still waiting for its ack, with `error()`. */
+  endMatchChats(error) {
+    const chats = [...this.pendingChats];
+    this.pendingChats.clear();
+    for (const [seq, entry] of chats) {
       clearTimeout(entry.timer);
       this.emit('chat-failed', { matchId: entry.matchId, seq, text: entry.text });
+      entry.done.reject(error());
     }
-    this.pendingChats.clear();
-    this.seenSeqs.clear();
-    this.matchId = null;
-    this.partner = null;
-    this.initiator = false;
   }
 
   /** @private */
   setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this.emit('state', { state });
+    const previous = this.#state;
+    if (previous === state) return;
+    this.#state = state;
+    this.emit('statechange', { state, previous });
   }
 
-  /** @private Emits a local `error` event; returns null for `return this.fail(...)`. */
+  /** @private Emits a local `error` event; returns false for `return this.fail(...)`. */
   fail(code, message) {
     this.log('warn', `${code}: ${message}`);
-    this.emit('error', { code, message, fromServer: false });
-    return null;
+    this.emit('error', new QuicmatchError(code, message));
+    return false;
   }
 
   /** @private */
@@ -1530,6 +1987,12 @@ export class QuicmatchSession extends EventTarget {
     }
   }
 }
+
+/**
+ * What a `join()` resolves with: the server's first answer.
+ * @typedef {{type: 'waiting', queuePosition: number}
+ *   | {type: 'matched', matchId: U64, partner: Profile, initiator: boolean, iceServers: RTCIceServer[]}} JoinAnswer
+ */
 
 /** The protocol's IceServer as an RTCIceServer: absent fields left out (a `null` would become the string "null"). */
 function toRtcIceServer(s) {

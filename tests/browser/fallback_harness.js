@@ -43,13 +43,14 @@
     logger: (level, message) => console[level](`[session] ${message}`),
   });
   for (const type of ['transport', 'open', 'waiting', 'close', 'error']) {
-    s.addEventListener(type, (e) => events.push({ type, at: performance.now(), ...e.detail }));
+    // An error's detail is a QuicmatchError: its message is not an own enumerable field.
+    s.addEventListener(type, (e) => events.push({ type, at: performance.now(), ...e.detail, message: e.detail?.message }));
   }
   const of = (type) => events.filter((e) => e.type === type);
 
   try {
     const started = performance.now();
-    s.join({ name: 'Fay', age: 40, gender: 'Female' });
+    s.join({ name: 'Fay', age: 40, gender: 'Female' }).catch(() => {});
     await until(() => of('waiting').length === 1, 'waiting over the fallback');
     const firstOpenMs = of('open')[0].at - started;
     const firstTransport = s.transport;

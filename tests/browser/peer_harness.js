@@ -60,7 +60,7 @@
     pc.addEventListener('datachannel', (e) => use(e.channel));
     // Chat through the session at once: it may reach the partner before its
     // own Matched does, which the session handles.
-    s.chat(opts.chat);
+    s.chat(opts.chat).catch((e) => { if (e.code !== 'ChatFailed') peer.errors.push(`chat: ${e.code}: ${e.message}`); });
     if (initiator) {
       use(pc.createDataChannel('call'));
       await pc.setLocalDescription(await pc.createOffer());
@@ -87,6 +87,6 @@
   on('chat', ({ text }) => { peer.chats.push(text); });
   on('chat-ack', ({ seq }) => { peer.acked.push(seq); });
   on('error', ({ code, message }) => { peer.errors.push(`${code}: ${message}`); });
-  s.join({ name: opts.name, age: 30, gender: opts.gender });
+  s.join({ name: opts.name, age: 30, gender: opts.gender }).catch((e) => { peer.errors.push(`join: ${e.code}: ${e.message}`); });
   return true;
 })

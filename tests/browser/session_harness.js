@@ -15,6 +15,17 @@
     if (!ok) failures.push(what);
   };
   const show = (v) => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x));
+  /** A promise the check does not wait for: its rejection is expected and not reported. */
+  const quiet = (p) => {
+    p.catch(() => {});
+    return p;
+  };
+  /** How `p` settles: 'resolved', or the code of the QuicmatchError it rejects with. */
+  const outcome = (p) => p.then(
+    () => 'resolved',
+    (e) => (e instanceof m.QuicmatchError ? e.code : `not a QuicmatchError: ${e?.stack ?? e}`),
+  );
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   /** Waits until `cond()` is truthy (polling), or fails with `what` after `ms`. */
   const until = async (cond, what, ms = 3000) => {
@@ -174,8 +185,12 @@
     });
     const events = [];
     for (const type of ['transport', 'open', 'waiting', 'matched', 'offer', 'answer', 'ice', 'chat', 'chat-ack', 'chat-failed',
-      'partner-disconnected', 'pong', 'closing', 'error', 'close']) {
-      s.addEventListener(type, (e) => events.push({ type, ...e.detail }));
+      'partner-disconnected', 'pong', 'closing', 'error', 'close', 'statechange']) {
+      s.addEventListener(type, (e) => {
+        // An error's detail is a QuicmatchError, whose message is not an own enumerable field.
+        if (type === 'error') check(e.detail instanceof m.QuicmatchError, `error event detail ${e.detail}`);
+        events.push({ type, ...e.detail, message: e.detail?.message });
+      });
     }
     const of = (type) => events.filter((e) => e.type === type);
     return { s, events, of };
@@ -187,7 +202,7 @@
     {
       FakeTransport.all = [];
       const { s, of } = newSession();
-      s.join(profile);
+      const joined = s.join(profile);
       await until(() => of('open').length === 1, 'open');
       const t = FakeTransport.all[0];
       check(t.url === 'https://localhost:4433/signal', `url ${t.url}`);
@@ -203,6 +218,7 @@
       t.send({ type: 'Waiting', queue_position: 3 });
       await until(() => of('waiting').length === 1, 'waiting');
       check(of('waiting')[0].queuePosition === 3 && s.state === 'waiting', 'waiting position');
+      check(show(await joined) === show({ type: 'waiting', queuePosition: 3 }), 'join() resolves with the first answer');
 
       const iceServers = [
         { urls: ['stun:a'], username: null, credential: null },
@@ -242,30 +258,37 @@
       check(of('chat').length === 1 && of('chat')[0].text === 'hello', `chats ${show(of('chat'))}`);
       check(t.datagramsSent.every((d) => d.type !== 'ChatAck' || (d.match_id === 7 && d.seq === 1)), 'acks carry the seq');
 
-      const seq = s.chat('hi there');
-      check(typeof seq === 'number', 'chat returns a seq');
+      const delivered = s.chat('hi there');
       await until(() => t.datagramsSent.filter((d) => d.type === 'Chat').length >= 2, 'a resend');
       const chats = t.datagramsSent.filter((d) => d.type === 'Chat');
+      const seq = chats[0].seq;
       check(chats.every((d) => d.seq === seq && d.match_id === 7 && d.text === 'hi there'), 'resend keeps the seq');
       t.datagram({ type: 'ChatAck', match_id: 7, seq });
       await until(() => of('chat-ack').length === 1, 'chat-ack');
+      const receipt = await delivered;
+      check(receipt.seq === seq && receipt.matchId === 7 && typeof receipt.rttMs === 'number', `chat() resolves on the ack: ${show(receipt)}`);
       const resent = t.datagramsSent.length;
       await new Promise((r) => setTimeout(r, 150)); // several resend periods: no more copies after the ack
       check(t.datagramsSent.length === resent, 'no resend after the ack');
 
       // Unacknowledged: given up after chatMaxResends resends.
-      const lost = s.chat('into the void');
+      const lost = outcome(s.chat('into the void'));
       await until(() => of('chat-failed').length === 1, 'chat-failed');
-      check(of('chat-failed')[0].seq === lost, 'the lost chat is reported');
-      check(t.datagramsSent.filter((d) => d.type === 'Chat' && d.seq === lost).length === 3, 'sent once plus two resends');
+      check((await lost) === 'ChatFailed', 'the lost chat rejects with ChatFailed');
+      const lostSeq = of('chat-failed')[0].seq;
+      check(t.datagramsSent.filter((d) => d.type === 'Chat' && d.seq === lostSeq).length === 3, 'sent once plus two resends');
 
-      // Limits: empty, over 1000 bytes, over the datagram size.
-      check(s.chat('') === null && of('error').at(-1).code === 'EmptyChat', 'empty chat refused');
-      check(s.chat('é'.repeat(501)) === null && of('error').at(-1).code === 'TooLarge', '1002-byte chat refused');
+      // Limits: empty, over 1000 bytes, over the datagram size, not a string.
+      const errorsBefore = of('error').length;
+      check((await outcome(s.chat(''))) === 'EmptyChat', 'empty chat refused');
+      check((await outcome(s.chat('é'.repeat(501)))) === 'TooLarge', '1002-byte chat refused');
+      check((await outcome(s.chat(42))) === 'InvalidArgument', 'a chat that is not a string is refused');
       t.datagrams.maxDatagramSize = 100;
-      check(s.chat('x'.repeat(200)) === null && of('error').at(-1).code === 'DatagramTooLarge', 'datagram size checked');
+      check((await outcome(s.chat('x'.repeat(200)))) === 'DatagramTooLarge', 'datagram size checked');
       t.datagrams.maxDatagramSize = 1200;
-      check(s.chat('x'.repeat(1000)) !== null, '1000-byte chat accepted');
+      check(of('error').length === errorsBefore, 'a refused chat rejects its promise, no error event');
+      quiet(s.chat('x'.repeat(1000)));
+      check(t.datagramsSent.some((d) => d.type === 'Chat' && d.text.length === 1000), '1000-byte chat accepted');
 
       // --- a new match's chat can come before its Matched frame ------------------------
       t.send({ type: 'PartnerDisconnected', match_id: 7 });
@@ -402,7 +425,7 @@
       FakeTransport.all = [];
       FakeWebSocket.all = [];
       const { s, of } = newSession({ transport: 'websocket' });
-      s.join(profile);
+      quiet(s.join(profile));
       await until(() => of('open').length === 1, 'open over the WebSocket');
       const w = FakeWebSocket.all[0];
       check(FakeTransport.all.length === 0, 'no WebTransport when the WebSocket is forced');
@@ -433,11 +456,12 @@
       await until(() => w.datagramsSent.filter((d) => d.type === 'ChatAck').length === 2, 'acks as 0x01 units');
       check(of('chat').length === 1 && of('chat')[0].text === 'over tcp', `chats ${show(of('chat'))}`);
       check(w.datagramsSent.every((d) => d.type !== 'ChatAck' || (d.match_id === 21 && d.seq === 5)), 'ack content');
-      const seq = s.chat('x'.repeat(1000));
-      check(seq !== null, 'a 1000-byte chat fits a unit');
-      await until(() => w.datagramsSent.some((d) => d.type === 'Chat' && d.seq === seq), 'chat as a 0x01 unit');
+      const delivered = s.chat('x'.repeat(1000));
+      await until(() => w.datagramsSent.some((d) => d.type === 'Chat'), 'chat as a 0x01 unit');
+      const seq = w.datagramsSent.find((d) => d.type === 'Chat').seq;
       w.datagram({ type: 'ChatAck', match_id: 21, seq });
       await until(() => of('chat-ack').length === 1, 'chat-ack over the WebSocket');
+      check((await outcome(delivered)) === 'resolved', 'a 1000-byte chat fits a unit and is acknowledged');
       check(w.units.every((u) => !u.bad), 'every unit the client sent is tagged 0x00 or 0x01');
 
       // Units that are not protocol: BadServerFrame, skipped, the session goes on.
@@ -510,7 +534,7 @@
       serverInfo = null;
       FakeWebSocket.all = [];
       const { s, of } = newSession({ transport: 'websocket' });
-      s.connect();
+      quiet(s.connect());
       await until(() => of('error').some((e) => e.code === 'ConnectFailed'), 'ConnectFailed without a WebSocket URL');
       check(FakeWebSocket.all.length === 0 && /websocketUrl/.test(of('error')[0].message), `no guess: ${of('error')[0].message}`);
       s.close();
@@ -543,7 +567,7 @@
       FakeTransport.mode = 'fail';
       FakeWebSocket.refuse = true;
       const { s, of } = newSession();
-      s.connect();
+      quiet(s.connect());
       await until(() => of('error').some((e) => e.code === 'ConnectFailed'), 'ConnectFailed when both fail');
       const msg = of('error').find((e) => e.code === 'ConnectFailed').message;
       check(/WebTransport: .*handshake failed.*; WebSocket: /.test(msg), `both failures reported: ${msg}`);
@@ -557,6 +581,245 @@
       again.s.close();
     }
 
+    // --- isSupported(), Unsupported, injected factories ----------------------------
+    {
+      check(m.QuicmatchSession.isSupported() && m.QuicmatchSession.isSupported('websocket') && m.QuicmatchSession.isSupported('webtransport'),
+        'isSupported() with both transports');
+      delete globalThis.WebTransport;
+      delete globalThis.WebSocket;
+      try {
+        check(!m.QuicmatchSession.isSupported() && !m.QuicmatchSession.isSupported('webtransport'), 'isSupported() without either');
+        const before = fetches;
+        const { s, of } = newSession();
+        check((await outcome(s.connect())) === 'Unsupported', 'connect() rejects with Unsupported');
+        check((await outcome(s.join(profile))) === 'Unsupported', 'join() rejects with Unsupported');
+        check(fetches === before && s.state === 'disconnected' && of('error').length === 0, 'nothing is tried without a transport');
+        FakeTransport.all = [];
+        const wt = newSession({ transport: 'webtransport', webTransport: (url, o) => new FakeTransport(url, o) }).s;
+        await wt.connect();
+        check(wt.transport === 'webtransport' && FakeTransport.all.length === 1, 'an injected WebTransport factory is used');
+        wt.close();
+        FakeWebSocket.all = [];
+        const ws = newSession({ webSocket: (url, p) => new FakeWebSocket(url, p) }).s;
+        await ws.connect();
+        check(ws.transport === 'websocket' && FakeWebSocket.all.length === 1, 'an injected WebSocket factory is used');
+        ws.close();
+      } finally {
+        globalThis.WebTransport = FakeTransport;
+        globalThis.WebSocket = FakeWebSocket;
+      }
+    }
+
+    // --- connecting fails: connect() still settles, then the session stops -----------
+    {
+      FakeTransport.all = [];
+      FakeTransport.mode = 'fail';
+      const { s, of } = newSession({ transport: 'webtransport' });
+      const started = performance.now();
+      check((await outcome(s.connect({ timeoutMs: 250 }))) === 'Timeout', 'connect() times out when every attempt fails');
+      const took = performance.now() - started;
+      check(took >= 240 && took < 2000, `connect() gave up after ${took} ms`);
+      check(of('error').filter((e) => e.code === 'ConnectFailed').length >= 2, 'each failed attempt is a ConnectFailed event');
+      check(s.state === 'disconnected', `stopped after the timeout: ${s.state}`);
+      const states = of('statechange').map((e) => e.state);
+      check(states[0] === 'connecting' && states.includes('reconnecting') && states.at(-1) === 'disconnected', `states ${show(states)}`);
+      const tried = FakeTransport.all.length;
+      await sleep(200);
+      check(FakeTransport.all.length === tried, 'no attempt after connect() gave up');
+
+      // An AbortSignal: Aborted, and the attempt under way is closed.
+      FakeTransport.mode = 'hang';
+      const ctl = new AbortController();
+      const aborted = outcome(s.connect({ signal: ctl.signal }));
+      await until(() => FakeTransport.all.length === tried + 1, 'an attempt under way');
+      ctl.abort();
+      check((await aborted) === 'Aborted', 'connect() rejects with Aborted');
+      await until(() => FakeTransport.all.at(-1).closedWith !== null, 'the hanging WebTransport closed');
+      check(s.state === 'disconnected', `stopped after the abort: ${s.state}`);
+      check((await outcome(s.connect({ signal: AbortSignal.abort() }))) === 'Aborted', 'an aborted signal rejects at once');
+
+      // /api/webtransport failing: ConnectFailed events, and connect() settles.
+      FakeTransport.mode = 'ready';
+      serverInfo = null;
+      check((await outcome(s.connect({ timeoutMs: 150 }))) === 'Timeout', 'connect() settles while /api/webtransport fails');
+      check(/404/.test(of('error').at(-1).message), `the failed lookup is reported: ${of('error').at(-1).message}`);
+      serverInfo = defaultInfo;
+      s.close();
+    }
+
+    // --- close() while connecting settles everything ---------------------------------
+    {
+      FakeTransport.all = [];
+      FakeTransport.mode = 'hang';
+      const { s } = newSession({ transport: 'webtransport' });
+      const connecting = outcome(s.connect());
+      const joining = outcome(s.join(profile));
+      await until(() => FakeTransport.all.length === 1, 'an attempt under way');
+      s.close();
+      check((await connecting) === 'Closed' && (await joining) === 'Closed', 'close() rejects connect() and join() with Closed');
+      await until(() => FakeTransport.all[0].closedWith !== null, 'the attempt under way closed');
+      const refused = await Promise.all([s.connect(), s.join(profile), s.ping(), s.chat('hi'), s.reconnectNow()].map(outcome));
+      check(refused.every((c) => c === 'Closed'), `a closed session refuses everything: ${show(refused)}`);
+      FakeTransport.mode = 'ready';
+      await sleep(50);
+      check(s.state === 'closed' && FakeTransport.all.length === 1, 'nothing more after close()');
+    }
+
+    // --- pings: a timeout, a dead connection, a drop --------------------------------
+    {
+      FakeTransport.all = [];
+      const { s, of } = newSession({ keepAliveMs: 60, pingTimeoutMs: 100 });
+      await s.connect();
+      const t = FakeTransport.all[0];
+      check((await outcome(s.ping({ timeoutMs: 30 }))) === 'PingTimeout', 'an unanswered ping() rejects with PingTimeout');
+      // The fake never answers the keep-alive pings: the connection is declared dead and replaced.
+      await until(() => of('close').length === 1, 'a dead connection noticed', 2000);
+      check(/keep-alive/.test(of('close')[0].reason) && of('close')[0].reconnectInMs !== null, `dead: ${show(of('close')[0])}`);
+      check(t.closedWith !== null, 'the dead transport is closed');
+      await until(() => of('open').length === 2, 'reconnected after a dead ping');
+      const pending = outcome(s.ping({ timeoutMs: 5000 }));
+      FakeTransport.all[1].serverClose();
+      check((await pending) === 'NotConnected', 'a ping rejects when the connection drops');
+      s.close();
+    }
+
+    // --- back-off: doubles from initialBackoffMs, jittered, capped at maxBackoffMs ----
+    {
+      FakeTransport.all = [];
+      FakeTransport.mode = 'fail';
+      const { s, of } = newSession({ transport: 'webtransport', initialBackoffMs: 20, maxBackoffMs: 80 });
+      quiet(s.connect({ timeoutMs: 5000 }));
+      await until(() => of('close').length >= 6, 'six failed attempts', 3000);
+      s.close();
+      FakeTransport.mode = 'ready';
+      const delays = of('close').slice(0, 6).map((c) => c.reconnectInMs);
+      const expected = delays.map((_, i) => Math.min(80, 20 * 2 ** i));
+      check(delays.every((d, i) => d >= Math.floor(expected[i] / 2) && d <= expected[i]),
+        `back-off ${show(delays)} within half to all of ${show(expected)}`);
+    }
+
+    // --- join(): refusal, no re-join, timeout, leave, the leave race, chat abort -------
+    {
+      FakeTransport.all = [];
+      const { s, of } = newSession();
+      const refused = s.join({ name: 'Ann', age: 30, gender: 'Female' }).then(() => null, (e) => e);
+      await until(() => FakeTransport.all[0]?.sent('Join').length === 1, 'Join');
+      const t = FakeTransport.all[0];
+      t.send({ type: 'Error', code: 'InvalidProfile', message: 'age is out of range' });
+      const err = await refused;
+      check(err instanceof m.QuicmatchError && err.code === 'InvalidProfile' && err.fromServer === true,
+        `join() rejects with the server's refusal: ${err}`);
+      check(!of('error').some((e) => e.code === 'InvalidProfile'), 'the refusal is not also an error event');
+      check(!s.joined && s.state === 'idle', `not joined after the refusal: ${s.state}`);
+      check((await outcome(s.join({ name: 'Ann', age: 300, gender: 'Female' }))) === 'InvalidArgument', 'a profile that cannot be encoded');
+      t.serverClose();
+      await until(() => of('open').length === 2, 'reconnected');
+      const t2 = FakeTransport.all[1];
+      await until(() => t2.frames.length >= 1, 'the first frame after reconnecting');
+      await sleep(30);
+      check(t2.sent('Join').length === 0, 'no re-join after InvalidProfile');
+
+      // No answer: Timeout, and the session leaves.
+      check((await outcome(s.join(profile, { timeoutMs: 60 }))) === 'Timeout', 'join() times out');
+      await until(() => t2.sent('Leave').length === 1, 'the Leave after a join() timed out');
+      check(!s.joined && s.state === 'idle', `a join() that timed out leaves: ${s.state}`);
+      /** leave(), and the nonce of the Ping that follows the Leave. */
+      const leave = async () => {
+        const pings = t2.sent('Ping').length;
+        s.leave();
+        await until(() => t2.sent('Ping').length === pings + 1, 'the Ping after the Leave');
+        return t2.sent('Ping').at(-1).nonce;
+      };
+      // leave() while a join() waits: Left.
+      const left = outcome(s.join(profile));
+      let barrier = await leave();
+      check((await left) === 'Left', 'leave() rejects a pending join() with Left');
+      const joining = s.join(profile);
+      t2.send({ type: 'Pong', nonce: barrier }); // the server saw the Leave...
+      t2.send({ type: 'Waiting', queue_position: 1 }); // ...and answers the new Join
+      check(show(await joining) === show({ type: 'waiting', queuePosition: 1 }), 'joined again after leaving');
+
+      // The leave race: what the server sent before it saw the Leave is ignored.
+      barrier = await leave();
+      t2.send({ type: 'Matched', match_id: 31, partner: { name: 'Bo', age: 40, gender: 'Male' }, initiator: true, ice_servers: [] });
+      await sleep(30);
+      check(of('matched').length === 0 && s.state === 'idle' && s.matchId === null, 'a Matched sent before the server saw the Leave is ignored');
+      const rejoined = s.join(profile);
+      t2.send({ type: 'Waiting', queue_position: 2 }); // also from before the Leave
+      await sleep(30);
+      check(of('waiting').length === 1 && s.state === 'idle', `a Waiting sent before the Leave is ignored: ${s.state}`);
+      t2.send({ type: 'Pong', nonce: barrier });
+      t2.send({ type: 'Matched', match_id: 32, partner: { name: 'Cy', age: 41, gender: 'Male' }, initiator: false, ice_servers: [] });
+      const answer = await rejoined;
+      check(answer.type === 'matched' && answer.matchId === 32 && s.matchId === 32, `the answer to the new Join counts: ${show(answer)}`);
+      check((await outcome(s.join(profile))) === 'AlreadyJoined', 'join() while matched');
+
+      // chat() with an AbortSignal: Aborted, and no more resends.
+      const ctl = new AbortController();
+      const aborted = outcome(s.chat('wait for me', { signal: ctl.signal }));
+      ctl.abort();
+      check((await aborted) === 'Aborted', 'chat() rejects with Aborted');
+      const copies = t2.datagramsSent.filter((d) => d.text === 'wait for me').length;
+      await sleep(120);
+      check(t2.datagramsSent.filter((d) => d.text === 'wait for me').length === copies, 'no resend after the abort');
+      s.close();
+    }
+
+    // --- reconnectNow(), statechange, read-only state ---------------------------------
+    {
+      FakeTransport.all = [];
+      const { s, of } = newSession({ initialBackoffMs: 5000, maxBackoffMs: 5000 });
+      await s.connect();
+      FakeTransport.all[0].serverClose();
+      await until(() => s.state === 'reconnecting', 'reconnecting');
+      check(of('close')[0].reconnectInMs >= 2500, `a long back-off: ${of('close')[0].reconnectInMs}`);
+      const asked = performance.now();
+      await s.reconnectNow();
+      check(performance.now() - asked < 1000 && FakeTransport.all.length === 2 && s.state === 'idle', 'reconnectNow() skips the back-off');
+      const states = of('statechange').map((e) => `${e.previous}>${e.state}`);
+      check(show(states) === show(['disconnected>connecting', 'connecting>idle', 'idle>reconnecting', 'reconnecting>idle']), `statechange ${show(states)}`);
+      for (const key of ['state', 'matchId', 'partner', 'initiator', 'profile', 'joined', 'transport']) {
+        const was = s[key];
+        try {
+          s[key] = 'written';
+        } catch {
+          // a getter without a setter: a TypeError in strict code
+        }
+        check(s[key] === was, `${key} is read-only`);
+      }
+      s.close();
+    }
+
+    // --- the network and the page's visibility ------------------------------------------
+    {
+      FakeTransport.all = [];
+      const env = new EventTarget();
+      env.document = new EventTarget();
+      env.document.visibilityState = 'hidden';
+      const { s, of } = newSession({ environment: env, initialBackoffMs: 5000, maxBackoffMs: 5000, probeTimeoutMs: 80 });
+      await s.connect();
+      FakeTransport.all[0].serverClose();
+      await until(() => s.state === 'reconnecting', 'reconnecting');
+      env.dispatchEvent(new Event('online'));
+      await until(() => of('open').length === 2, 'reconnected at once when the browser went online', 1000);
+      const t2 = FakeTransport.all[1];
+      await until(() => t2.sent('Ping').length === 1, 'the first Ping');
+      const pings = t2.sent('Ping').length;
+      env.document.visibilityState = 'visible';
+      env.document.dispatchEvent(new Event('visibilitychange'));
+      await until(() => t2.sent('Ping').length === pings + 1, 'a probe when the page became visible');
+      t2.send({ type: 'Pong', nonce: t2.sent('Ping').at(-1).nonce });
+      await sleep(150);
+      check(s.transport !== null && FakeTransport.all.length === 2, 'an answered probe keeps the connection');
+      env.dispatchEvent(new Event('offline'));
+      await until(() => of('close').length === 2, 'an unanswered probe after going offline', 1000);
+      check(/went offline/.test(of('close')[1].reason), `reason: ${of('close')[1].reason}`);
+      s.close();
+      env.dispatchEvent(new Event('online'));
+      await sleep(30);
+      check(FakeTransport.all.length === 2, 'a closed session ignores the network');
+    }
+
     // --- 'auto': WebTransport never ready, the WebSocket works: remembered --------------
     // (Last: this sets the module's memory for the page's life.)
     {
@@ -565,7 +828,7 @@
       FakeTransport.mode = 'hang';
       const { s, of } = newSession({ webTransportTimeoutMs: 150 });
       const started = performance.now();
-      s.join(profile);
+      quiet(s.join(profile));
       await until(() => of('open').length === 1, 'open after the fallback');
       const waited = performance.now() - started;
       check(waited >= 140, `waited ${waited} ms for WebTransport`);
