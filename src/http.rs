@@ -1,5 +1,6 @@
 //! The HTTP sidecar: health and stats for operators, the WebTransport URL and
-//! certificate hashes for browsers, and the web app. It reads the same hub
+//! certificate hashes for browsers, the web app, and the browser module at
+//! its versioned path for pages elsewhere. It reads the same hub
 //! that matches sessions (and, in a shared pool, the pool's last heartbeat),
 //! never taking the hub's lock: the counts it shows are the copy the hub
 //! publishes at each change.

@@ -2,10 +2,14 @@
 //!
 //! The files are embedded with `include_bytes!`, so a deployment is the one
 //! binary. Every response carries an `ETag` (a hash of the file, computed once
-//! at first use) and `Cache-Control: no-cache`: browsers keep their copy but
-//! revalidate it on each load, getting a cheap `304 Not Modified` until a new
-//! build changes the file. There is no catch-all route: any other path is left
-//! to the router this one is merged into (and is a 404 there).
+//! at first use). The app's own files are `Cache-Control: no-cache`: browsers
+//! keep their copy but revalidate it on each load, getting a cheap `304 Not
+//! Modified` until a new build changes the file. The browser module is also
+//! served at a versioned path (`/quicmatch.v1.js`, with its types beside it)
+//! for pages on other origins: cacheable for an hour and readable from any
+//! origin, as is the unversioned `/quicmatch.js`. There is no catch-all route:
+//! any other path is left to the router this one is merged into (and is a 404
+//! there).
 
 use std::sync::LazyLock;
 
@@ -23,55 +27,73 @@ struct Asset {
     body: &'static [u8],
     /// Its `Content-Type`.
     content_type: &'static str,
+    /// Its `Cache-Control`.
+    cache: &'static str,
+    /// Whether pages on any origin may read it (`Access-Control-Allow-Origin: *`).
+    any_origin: bool,
 }
+
+/// The browser module at the path named after the protocol's major version:
+/// within a major version its API only grows, so a page that imports it from
+/// here keeps working when the server is upgraded.
+pub const MODULE_V1_PATH: &str = "/quicmatch.v1.js";
+/// The module's TypeScript types, beside it (named by `X-TypeScript-Types`,
+/// which runtimes that import modules by URL, such as Deno, read).
+pub const TYPES_V1_PATH: &str = "/quicmatch.v1.d.ts";
+/// How long browsers and shared caches keep the versioned files before they
+/// revalidate them: a server upgrade reaches every page within the hour.
+pub const MODULE_CACHE_CONTROL: &str = "public, max-age=3600";
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const TS: &str = "application/typescript; charset=utf-8";
+/// Revalidated on each load.
+const REVALIDATE: &str = "no-cache";
+
+/// A file of the app itself: same origin, revalidated on each load.
+const fn app_file(path: &'static str, body: &'static [u8], content_type: &'static str) -> Asset {
+    Asset {
+        path,
+        body,
+        content_type,
+        cache: REVALIDATE,
+        any_origin: false,
+    }
+}
 
 /// Every file of the web app. Adding a file to `web/` means adding it here.
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        body: include_bytes!("../web/index.html"),
-        content_type: HTML,
-    },
-    Asset {
-        path: "/index.html",
-        body: include_bytes!("../web/index.html"),
-        content_type: HTML,
-    },
+    app_file("/", include_bytes!("../web/index.html"), HTML),
+    app_file("/index.html", include_bytes!("../web/index.html"), HTML),
+    // The browser module: importable from any origin; unversioned, so revalidated.
     Asset {
         path: "/quicmatch.js",
         body: include_bytes!("../web/quicmatch.js"),
         content_type: JS,
+        cache: REVALIDATE,
+        any_origin: true,
     },
     Asset {
-        path: "/app.js",
-        body: include_bytes!("../web/app.js"),
+        path: MODULE_V1_PATH,
+        body: include_bytes!("../web/quicmatch.js"),
         content_type: JS,
+        cache: MODULE_CACHE_CONTROL,
+        any_origin: true,
     },
     Asset {
-        path: "/log.js",
-        body: include_bytes!("../web/log.js"),
-        content_type: JS,
+        path: TYPES_V1_PATH,
+        body: include_bytes!("../web/quicmatch.d.ts"),
+        content_type: TS,
+        cache: MODULE_CACHE_CONTROL,
+        any_origin: true,
     },
-    Asset {
-        path: "/style.css",
-        body: include_bytes!("../web/style.css"),
-        content_type: CSS,
-    },
+    app_file("/app.js", include_bytes!("../web/app.js"), JS),
+    app_file("/log.js", include_bytes!("../web/log.js"), JS),
+    app_file("/style.css", include_bytes!("../web/style.css"), CSS),
     // The operators' live dashboard (its data: /api/history).
-    Asset {
-        path: "/dashboard",
-        body: include_bytes!("../web/dashboard.html"),
-        content_type: HTML,
-    },
-    Asset {
-        path: "/dashboard.js",
-        body: include_bytes!("../web/dashboard.js"),
-        content_type: JS,
-    },
+    app_file("/dashboard", include_bytes!("../web/dashboard.html"), HTML),
+    app_file("/dashboard.js", include_bytes!("../web/dashboard.js"), JS),
 ];
 
 /// Strong ETags, one per entry of [`ASSETS`]: the first 16 bytes of the file's
@@ -87,9 +109,9 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Routes `GET` (and `HEAD`) for each file of the web app: `/` and
-/// `/index.html` (the page), `/quicmatch.js`, `/app.js`, `/log.js` and
-/// `/style.css`.
+/// Routes `GET` (and `HEAD`) for each file of [`ASSETS`]: the page (`/` and
+/// `/index.html`), its scripts and style, the browser module (also at
+/// [`MODULE_V1_PATH`], with [`TYPES_V1_PATH`]) and the dashboard.
 ///
 /// Generic over the state so it merges into the sidecar's router whatever
 /// state that one has. It registers no fallback, so unknown paths stay 404s.
@@ -110,10 +132,21 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 fn serve(index: usize, headers: &HeaderMap) -> Response {
     let asset = &ASSETS[index];
     let etag = &ETAGS[index];
-    let cache = [
-        (header::ETAG, etag.clone()),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-    ];
+    let mut cache = HeaderMap::new();
+    cache.insert(header::ETAG, etag.clone());
+    cache.insert(header::CACHE_CONTROL, HeaderValue::from_static(asset.cache));
+    if asset.any_origin {
+        cache.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    if asset.path == MODULE_V1_PATH {
+        cache.insert(
+            "x-typescript-types",
+            HeaderValue::from_static(TYPES_V1_PATH),
+        );
+    }
     if if_none_match_hits(headers, etag) {
         return (StatusCode::NOT_MODIFIED, cache).into_response();
     }

@@ -353,3 +353,119 @@ protocol_test! {
         server.shutdown().await;
     }
 }
+
+/// A `host` for [`http_get`] that sends `extra` header lines after the
+/// `Host` line (`http_get` writes its `host` verbatim into the request).
+fn host_with(addr: SocketAddr, extra: &[(&str, &str)]) -> String {
+    extra.iter().fold(host_header(addr), |host, (name, value)| {
+        format!("{host}\r\n{name}: {value}")
+    })
+}
+
+/// A page on another origin imports the browser module (PROTOCOL.md does
+/// not cover it; docs/browser.md does): at `/quicmatch.v1.js`, cacheable,
+/// and at the unversioned `/quicmatch.js`, revalidated every time; both the
+/// same bytes, both readable cross-origin, as is the `/api/webtransport` the
+/// module then fetches. `/quicmatch.v1.d.ts` gives its types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_is_served_versioned_cacheable_and_cross_origin() {
+    let server = start_server(&[]).await;
+    let addr = server.http_addr();
+    let page = [("Origin", "https://page.example")];
+    let js = include_bytes!("../web/quicmatch.js").as_slice();
+    let types = include_bytes!("../web/quicmatch.d.ts").as_slice();
+    for (path, body, content_type, cache) in [
+        (
+            "/quicmatch.v1.js",
+            js,
+            "text/javascript; charset=utf-8",
+            "public, max-age=3600",
+        ),
+        (
+            "/quicmatch.v1.d.ts",
+            types,
+            "application/typescript; charset=utf-8",
+            "public, max-age=3600",
+        ),
+        (
+            "/quicmatch.js",
+            js,
+            "text/javascript; charset=utf-8",
+            "no-cache",
+        ),
+    ] {
+        let response = http_get(addr, &host_with(addr, &page), path).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.body, body, "{path}: the file's bytes");
+        assert_eq!(
+            response.header("content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(response.header("cache-control"), Some(cache), "{path}");
+        assert_eq!(
+            response.header("access-control-allow-origin"),
+            Some("*"),
+            "{path}"
+        );
+        assert_eq!(
+            response.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        let etag = response.header("etag").expect("an ETag").to_owned();
+        assert!(etag.len() == 34 && etag.starts_with('"'), "{path}: {etag}");
+
+        // Revalidation: the ETag (strong, weak, in a list, or `*`) gives an
+        // empty 304 that keeps the cross-origin and cache headers; any other
+        // tag gives the file.
+        for tag in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"0123\", {etag}"),
+            "*".to_owned(),
+        ] {
+            let extra = [page[0], ("If-None-Match", tag.as_str())];
+            let response = http_get(addr, &host_with(addr, &extra), path).await;
+            assert_eq!(response.status, 304, "{path}, If-None-Match: {tag}");
+            assert!(response.body.is_empty(), "{path}");
+            assert_eq!(response.header("etag"), Some(etag.as_str()), "{path}");
+            assert_eq!(response.header("cache-control"), Some(cache), "{path}");
+            assert_eq!(
+                response.header("access-control-allow-origin"),
+                Some("*"),
+                "{path}: 304"
+            );
+        }
+        let extra = [("If-None-Match", "\"0123\"")];
+        let response = http_get(addr, &host_with(addr, &extra), path).await;
+        assert_eq!(response.status, 200, "{path}, a stale ETag");
+        assert_eq!(response.body, body, "{path}");
+    }
+
+    // Runtimes that import by URL find the types from the module.
+    let response = http_get(addr, &host_header(addr), "/quicmatch.v1.js").await;
+    assert_eq!(
+        response.header("x-typescript-types"),
+        Some("/quicmatch.v1.d.ts")
+    );
+    // The web app's other files stay same-origin.
+    let response = http_get(addr, &host_with(addr, &page), "/app.js").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("access-control-allow-origin"), None);
+    // What the module fetches first, from the page's other origin.
+    let response = http_get(addr, &host_with(addr, &page), "/api/webtransport").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    // Other versions are not served.
+    for path in [
+        "/quicmatch.v2.js",
+        "/quicmatch.v1.js.map",
+        "/quicmatch.d.ts",
+    ] {
+        let response = http_get(addr, &host_header(addr), path).await;
+        assert_eq!(response.status, 404, "{path}");
+    }
+    server.shutdown().await;
+}
