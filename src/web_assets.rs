@@ -89,6 +89,7 @@ const ASSETS: &[Asset] = &[
         any_origin: true,
     },
     app_file("/app.js", include_bytes!("../web/app.js"), JS),
+    app_file("/strings.js", include_bytes!("../web/strings.js"), JS),
     app_file("/log.js", include_bytes!("../web/log.js"), JS),
     app_file("/style.css", include_bytes!("../web/style.css"), CSS),
     // The operators' live dashboard (its data: /api/history).

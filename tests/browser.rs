@@ -12,12 +12,20 @@
 //! - `video_call_chat_and_next_without_webtransport`: the same with
 //!   `WebTransport` taken away from the pages, so the module falls back to the
 //!   WebSocket and that carries the calls and the chat.
+//! - `video_call_in_firefox`: the same call scenario in three headless
+//!   Firefox ESR pages (through geckodriver), over WebTransport. Needs
+//!   `firefox-esr` and `geckodriver`: `setup::ready(Browser::Firefox)`.
 //! - `websocket_page_calls_webtransport_page`: a page whose session is forced
 //!   onto the WebSocket and a page on WebTransport are matched, exchange
 //!   offer, answer and ICE, connect a data channel and chat.
 //! - `webtransport_not_ready_falls_back_to_websocket`: WebTransport pointed at a
 //!   port that never answers; the session falls back to the WebSocket after
 //!   `webTransportTimeoutMs`, says so, and does not wait again on a reconnect.
+//! - `page_*`: the page itself (driven through `browser/page.rs`): camera
+//!   denied, missing or busy (notices that stay, Retry), a browser with
+//!   neither carrier (told at load), text contrast in both themes, and Leave
+//!   (focus, camera released) and a call that cannot be set up (the page
+//!   moves on by itself).
 //!
 //! The call tests run inside a loopback-only network namespace when they can (see
 //! [`run_in_loopback_netns`]). Needs Debian's `chromium` and `chromium-driver`:
@@ -28,6 +36,8 @@
 //! says how to run this elsewhere. On failure each page's log (`window.__log`)
 //! is printed and a screenshot saved in `target/browser-failures/`.
 
+#[path = "browser/page.rs"]
+mod page;
 #[path = "browser/setup.rs"]
 mod setup;
 #[path = "browser/webdriver.rs"]
@@ -41,22 +51,25 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
+use page::{
+    Carrier, NO_WEBTRANSPORT, STEP, app_state, debug_url, ensure_carrier, join, ms, say, timings,
+    wait_chat, wait_connected, wait_ready, wait_state, wait_video,
+};
 use quicmatch::config::Config;
 use quicmatch::server::Server;
 use serde_json::Value;
 use setup::browser_ready;
 use tokio::time::{Instant, timeout};
-use webdriver::{Driver, Page};
+use webdriver::{Browser, Driver, Page};
 
 /// Bound on a whole test, far above what it normally takes.
 const TEST_LIMIT: Duration = Duration::from_secs(150);
-/// Bound on one step that waits for the network or the browser.
-const STEP: Duration = Duration::from_secs(30);
 
 const GOLDEN_HARNESS: &str = include_str!("browser/golden_harness.js");
 const SESSION_HARNESS: &str = include_str!("browser/session_harness.js");
 const PEER_HARNESS: &str = include_str!("browser/peer_harness.js");
 const FALLBACK_HARNESS: &str = include_str!("browser/fallback_harness.js");
+const CONTRAST_HARNESS: &str = include_str!("browser/contrast_harness.js");
 const VECTORS: &str = include_str!("golden/vectors.json");
 
 /// `unshare` options for the call test: own network and PID namespaces.
@@ -80,7 +93,7 @@ impl ProfileDir {
     fn new(label: &str) -> ProfileDir {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "chromium-profile-{}-{}-{label}",
+            "browser-profile-{}-{}-{label}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -193,7 +206,7 @@ fn on_static_page(test: &str, scenario: impl AsyncFnOnce(&Page) -> Result<()> + 
         let driver = Driver::start().await.expect("chromedriver");
         let pages = [driver.new_page("page", &dir.0).await.expect("browser")];
         run_pages(test, &pages, async {
-            pages[0].goto(&url).await?;
+            pages[0].goto(&debug_url(&url)).await?;
             scenario(&pages[0]).await
         })
         .await;
@@ -264,7 +277,7 @@ fn js_session_logic_against_a_scripted_server() {
         let script = format!("return import('/quicmatch.js').then((m) => ({SESSION_HARNESS})(m));");
         let result = page.execute(&script, vec![]).await?;
         let checks = harness_result("QuicmatchSession", &result, "checks")?;
-        ensure!(checks >= 120, "only {checks} session checks ran");
+        ensure!(checks >= 230, "only {checks} session checks ran");
         eprintln!("JS session: {checks} checks passed in Chromium");
         Ok(())
     });
@@ -331,169 +344,99 @@ fn run_in_loopback_netns(test: &str) -> bool {
     true
 }
 
-/// Fills in the join form and presses Start, as a person would.
-async fn join(page: &Page, name: &str, age: u8, gender: &str) -> Result<()> {
-    page.wait_for("the app", "!!window.quicmatchApp", STEP)
-        .await?;
-    page.type_into("#name", name).await?;
-    page.type_into("#age", &age.to_string()).await?;
-    page.click(&format!("#gender option[value={gender}]"))
-        .await?;
-    page.click("#join").await
-}
-
-/// Sends a chat line through the chat box.
-async fn say(page: &Page, text: &str) -> Result<()> {
-    page.type_into("#chat-input", text).await?;
-    page.click("#chat-send").await
-}
-
-/// Waits until the page's chat log shows `text`.
-async fn wait_chat(page: &Page, text: &str) -> Result<()> {
-    let expr = format!(
-        "document.getElementById('chat-log').textContent.includes({})",
-        serde_json::to_string(text)?
-    );
-    page.wait_for(&format!("chat line {text:?}"), &expr, STEP)
-        .await
-        .map(drop)
-}
-
-/// Waits until the page is matched with `partner` and its call is connected.
-async fn wait_connected(page: &Page, partner: &str) -> Result<()> {
-    let expr = format!(
-        "(() => {{ const a = window.quicmatchApp; return a.state === 'matched' \
-         && a.match?.partner.name === {} && a.pc?.connectionState === 'connected'; }})()",
-        serde_json::to_string(partner)?
-    );
-    page.wait_for(&format!("a connected call with {partner}"), &expr, STEP)
-        .await
-        .map(drop)
-}
-
-/// Waits until the remote `<video>` has a picture and keeps decoding frames.
-async fn wait_video(page: &Page) -> Result<()> {
-    const FRAMES: &str = "(() => { const v = document.getElementById('remote-video'); \
-         return v.videoWidth > 0 ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
-    let first = page
-        .wait_for("remote video frames", FRAMES, STEP)
-        .await?
-        .as_u64()
-        .unwrap_or(0);
-    // Still flowing: the decoded-frame count keeps going up.
-    let expr = format!("{FRAMES} > {}", first + 5);
-    page.wait_for("more remote video frames", &expr, STEP)
-        .await
-        .map(drop)
-}
-
-async fn app_state(page: &Page) -> Result<String> {
-    Ok(page
-        .eval("window.quicmatchApp.state")
-        .await?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
-
-/// The page's measurements (see `timings` in web/app.js).
-async fn timings(page: &Page) -> Result<Value> {
-    page.eval("window.quicmatchApp.timings").await
-}
-
-fn ms(v: &Value) -> String {
-    v.as_f64().map_or("?".into(), |x| format!("{x:.0} ms"))
-}
-
-/// Which carrier a test's pages signal over.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Carrier {
-    WebTransport,
-    WebSocket,
-}
-
-impl Carrier {
-    /// As `QuicmatchSession.transport` names it.
-    fn name(self) -> &'static str {
-        match self {
-            Carrier::WebTransport => "webtransport",
-            Carrier::WebSocket => "websocket",
-        }
-    }
-}
-
-/// Run in every document of a page before its own scripts: a browser
-/// without WebTransport (as Safari before 26, or a policy that turns it off).
-const NO_WEBTRANSPORT: &str = "delete window.WebTransport;";
-
-/// Checks that the app's session signals over `carrier`.
-async fn ensure_carrier(page: &Page, carrier: Carrier) -> Result<()> {
-    let used = page
-        .eval("window.quicmatchApp.session?.transport ?? null")
-        .await?;
-    ensure!(
-        used == carrier.name(),
-        "{} signals over {used}, not {}",
-        page.name,
-        carrier.name()
-    );
-    Ok(())
-}
-
-#[test]
-fn video_call_chat_and_next() {
-    video_call("video_call_chat_and_next", Carrier::WebTransport);
-}
-
-#[test]
-fn video_call_chat_and_next_without_webtransport() {
-    video_call(
-        "video_call_chat_and_next_without_webtransport",
-        Carrier::WebSocket,
-    );
-}
-
-/// The call test: three people, two calls, chat, Next; the pages signal over
-/// `carrier` (for the WebSocket, the pages have no `WebTransport` at all).
-fn video_call(test: &'static str, carrier: Carrier) {
+/// A call test: one page of `browser` per name in `names`, against one real
+/// server, in a loopback-only network namespace, one call test at a time.
+/// `scenario` gets the page URL's base (`http://localhost:PORT/`) and the
+/// pages (not yet loaded); on failure each page's log and screenshot are kept.
+fn call_test<const N: usize>(
+    test: &str,
+    browser: Browser,
+    names: [&str; N],
+    scenario: impl AsyncFnOnce(&str, &[Page; N]) -> Result<()> + Send,
+) {
     // Before the namespace: this process installs the browser if need be (the
     // child, without a network, only looks).
-    if !browser_ready() {
+    if !setup::ready(browser) {
         return;
     }
     let _turn = one_call_at_a_time();
     if run_in_loopback_netns(test) {
         return;
     }
-    let label = match carrier {
-        Carrier::WebTransport => "",
-        Carrier::WebSocket => " (WebSocket)",
-    };
     let started = std::time::Instant::now();
-    run_async(|| async {
+    run_async(move || async move {
         let server = start_server().await.expect("server starts");
         let base = format!("http://localhost:{}/", server.http_addr().port());
         // Declared before the driver, so removed after its browsers are gone.
-        let dirs = ["alice", "bob", "carl"].map(|name| (name, ProfileDir::new(name)));
-        let driver = Driver::start().await.expect("chromedriver");
-        let (a, b, c) = tokio::join!(
-            driver.new_page(dirs[0].0, &dirs[0].1.0),
-            driver.new_page(dirs[1].0, &dirs[1].1.0),
-            driver.new_page(dirs[2].0, &dirs[2].1.0),
-        );
-        let pages = [
-            a.expect("browser"),
-            b.expect("browser"),
-            c.expect("browser"),
-        ];
+        let dirs = names.map(|name| (name, ProfileDir::new(name)));
+        let driver = Driver::start_browser(browser).await.expect("WebDriver");
+        let opened = futures_util::future::join_all(
+            dirs.iter().map(|(name, dir)| driver.new_page(name, &dir.0)),
+        )
+        .await;
+        let opened: Vec<Page> = opened.into_iter().map(|p| p.expect("browser")).collect();
+        let Ok(pages) = <[Page; N]>::try_from(opened) else {
+            panic!("{test}: not {N} pages");
+        };
+        run_pages(test, &pages, scenario(&base, &pages)).await;
+        for page in pages {
+            page.close().await;
+        }
+        drop(driver);
+        drop(dirs);
+        server.shutdown().await;
+    });
+    eprintln!("{test} passed in {:.1} s", started.elapsed().as_secs_f64());
+}
 
-        run_pages(test, &pages, async {
-            let [alice, bob, carl] = &pages;
-            for page in &pages {
+#[test]
+fn video_call_chat_and_next() {
+    video_call(
+        "video_call_chat_and_next",
+        Browser::Chromium,
+        Carrier::WebTransport,
+    );
+}
+
+#[test]
+fn video_call_chat_and_next_without_webtransport() {
+    video_call(
+        "video_call_chat_and_next_without_webtransport",
+        Browser::Chromium,
+        Carrier::WebSocket,
+    );
+}
+
+#[test]
+fn video_call_in_firefox() {
+    video_call(
+        "video_call_in_firefox",
+        Browser::Firefox,
+        Carrier::WebTransport,
+    );
+}
+
+/// The call test: three people, two calls, chat, Next, in three `browser`
+/// pages; they signal over `carrier` (for the WebSocket, the pages have no
+/// `WebTransport` at all, which only Chromium can arrange).
+fn video_call(test: &'static str, browser: Browser, carrier: Carrier) {
+    let label = match (browser, carrier) {
+        (Browser::Chromium, Carrier::WebTransport) => "",
+        (Browser::Chromium, Carrier::WebSocket) => " (WebSocket)",
+        (Browser::Firefox, Carrier::WebTransport) => " (Firefox)",
+        (Browser::Firefox, Carrier::WebSocket) => " (Firefox, WebSocket)",
+    };
+    call_test(
+        test,
+        browser,
+        ["alice", "bob", "carl"],
+        async |base, pages| {
+            let [alice, bob, carl] = pages;
+            for page in pages {
                 if carrier == Carrier::WebSocket {
                     page.add_init_script(NO_WEBTRANSPORT).await?;
                 }
-                page.goto(&base).await?;
+                page.goto(&debug_url(base)).await?;
                 if carrier == Carrier::WebSocket {
                     let wt = page.eval("typeof WebTransport").await?;
                     ensure!(wt == "undefined", "WebTransport is still there ({wt})");
@@ -505,12 +448,12 @@ fn video_call(test: &'static str, carrier: Carrier) {
             // Alice gets Bob (the longest waiting); after Bob's Next, Alice can
             // only get Carl.
             join(bob, "Bob", 30, "Male").await?;
-            bob.wait_for("Bob waiting", "window.quicmatchApp.state === 'waiting'", STEP)
-                .await?;
+            wait_state(bob, "waiting").await?;
             join(carl, "Carl", 33, "Male").await?;
-            carl.wait_for("Carl waiting", "window.quicmatchApp.state === 'waiting'", STEP)
+            wait_state(carl, "waiting").await?;
+            let status = carl
+                .eval("document.getElementById('status').textContent")
                 .await?;
-            let status = carl.eval("document.getElementById('status').textContent").await?;
             ensure!(
                 status.as_str().unwrap_or_default().contains("number 2"),
                 "Carl's status should say he is second in the queue, says {status}"
@@ -521,8 +464,11 @@ fn video_call(test: &'static str, carrier: Carrier) {
             wait_connected(bob, "Alice").await?;
             wait_video(alice).await?;
             wait_video(bob).await?;
-            ensure!(app_state(carl).await? == "waiting", "Carl should still be waiting");
-            for page in &pages {
+            ensure!(
+                app_state(carl).await? == "waiting",
+                "Carl should still be waiting"
+            );
+            for page in pages {
                 ensure_carrier(page, carrier).await?;
             }
 
@@ -542,7 +488,7 @@ fn video_call(test: &'static str, carrier: Carrier) {
 
             // The README's picture: refreshed in docs/ on request, so an
             // ordinary run leaves the work tree clean.
-            if carrier == Carrier::WebTransport {
+            if carrier == Carrier::WebTransport && browser == Browser::Chromium {
                 let png = alice.screenshot().await?;
                 let shot = match std::env::var_os("QUICMATCH_UPDATE_SCREENSHOT") {
                     Some(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png"),
@@ -562,13 +508,19 @@ fn video_call(test: &'static str, carrier: Carrier) {
             wait_video(alice).await?;
             wait_video(carl).await?;
             let bob_state = app_state(bob).await?;
-            ensure!(bob_state == "waiting", "Bob should be waiting, is {bob_state}");
+            ensure!(
+                bob_state == "waiting",
+                "Bob should be waiting, is {bob_state}"
+            );
             let bob_pc = bob.eval("window.quicmatchApp.pc === null").await?;
-            ensure!(bob_pc == Value::Bool(true), "Bob's call should be torn down");
+            ensure!(
+                bob_pc == Value::Bool(true),
+                "Bob's call should be torn down"
+            );
 
             say(carl, "Carl says hello").await?;
             wait_chat(alice, "Carl says hello").await?;
-            for page in &pages {
+            for page in pages {
                 ensure_carrier(page, carrier).await?;
             }
 
@@ -585,7 +537,10 @@ fn video_call(test: &'static str, carrier: Carrier) {
             for (who, t) in [("Alice", &first_call[0]), ("Bob", &first_call[1])] {
                 let rtts = t["chatRttMs"].as_array().cloned().unwrap_or_default();
                 let rtts: Vec<String> = rtts.iter().map(ms).collect();
-                eprintln!("timing{label}: {who}: chat send → ack round trip {}", rtts.join(", "));
+                eprintln!(
+                    "timing{label}: {who}: chat send → ack round trip {}",
+                    rtts.join(", ")
+                );
             }
             let alice_second = second_call[0]["connects"]
                 .as_array()
@@ -603,17 +558,8 @@ fn video_call(test: &'static str, carrier: Carrier) {
                 ms(&carl_c["fromJoinMs"])
             );
             Ok(())
-        })
-        .await;
-
-        for page in pages {
-            page.close().await;
-        }
-        drop(driver);
-        drop(dirs);
-        server.shutdown().await;
-    });
-    eprintln!("{test} passed in {:.1} s", started.elapsed().as_secs_f64());
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -638,29 +584,14 @@ async fn start_peer(
 #[test]
 fn websocket_page_calls_webtransport_page() {
     const TEST: &str = "websocket_page_calls_webtransport_page";
-    if !browser_ready() {
-        return;
-    }
-    let _turn = one_call_at_a_time();
-    if run_in_loopback_netns(TEST) {
-        return;
-    }
-    let started = std::time::Instant::now();
-    run_async(|| async {
-        let server = start_server().await.expect("server starts");
-        let base = format!("http://localhost:{}/", server.http_addr().port());
-        let dirs = ["wes", "tia"].map(|name| (name, ProfileDir::new(name)));
-        let driver = Driver::start().await.expect("chromedriver");
-        let (a, b) = tokio::join!(
-            driver.new_page(dirs[0].0, &dirs[0].1.0),
-            driver.new_page(dirs[1].0, &dirs[1].1.0),
-        );
-        let pages = [a.expect("browser"), b.expect("browser")];
-
-        run_pages(TEST, &pages, async {
-            let [wes, tia] = &pages;
-            for page in &pages {
-                page.goto(&base).await?;
+    call_test(
+        TEST,
+        Browser::Chromium,
+        ["wes", "tia"],
+        async |base, pages| {
+            let [wes, tia] = pages;
+            for page in pages {
+                page.goto(&debug_url(base)).await?;
             }
             // Wes (WebSocket) waits, so he is the initiator: his offer goes
             // out over the WebSocket, Tia's answer comes back to it.
@@ -747,17 +678,8 @@ fn websocket_page_calls_webtransport_page() {
                 "errors: {w} / {t}"
             );
             Ok(())
-        })
-        .await;
-
-        for page in pages {
-            page.close().await;
-        }
-        drop(driver);
-        drop(dirs);
-        server.shutdown().await;
-    });
-    eprintln!("{TEST} passed in {:.1} s", started.elapsed().as_secs_f64());
+        },
+    );
 }
 
 #[test]
@@ -796,7 +718,7 @@ fn webtransport_not_ready_falls_back_to_websocket() {
 
         run_pages(TEST, &pages, async {
             let page = &pages[0];
-            page.goto(&page_url).await?;
+            page.goto(&debug_url(&page_url)).await?;
             let script = format!(
                 "return import('/quicmatch.js').then((m) => ({FALLBACK_HARNESS})(m, arguments[0], arguments[1]));"
             );
@@ -858,4 +780,299 @@ fn webtransport_not_ready_falls_back_to_websocket() {
         server.shutdown().await;
     });
     eprintln!("{TEST} passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------
+// The page: camera problems, feature detection, Leave, a failed call
+
+/// Runs `scenario` in one page of the product, served by a real server, with
+/// `init` run in every document before the page's own scripts; the page is
+/// loaded by the scenario (from the base URL it is given).
+fn on_server_page(
+    test: &str,
+    init: &str,
+    scenario: impl AsyncFnOnce(&Page, &Server, &str) -> Result<()> + Send,
+) {
+    run_async(move || async move {
+        let server = start_server().await.expect("server starts");
+        let base = format!("http://localhost:{}/", server.http_addr().port());
+        let dir = ProfileDir::new(test);
+        let driver = Driver::start().await.expect("chromedriver");
+        let pages = [driver.new_page("page", &dir.0).await.expect("browser")];
+        run_pages(test, &pages, async {
+            pages[0].add_init_script(init).await?;
+            scenario(&pages[0], &server, &base).await
+        })
+        .await;
+        let [page] = pages;
+        page.close().await;
+        drop(driver);
+        drop(dir);
+        server.shutdown().await;
+    });
+}
+
+/// Run before the page's scripts: `getUserMedia` fails with the DOMException
+/// named by `window.cameraFailure` (set by the test; `NotFoundError` at
+/// first), or opens the fake camera when that is null.
+const FAILING_CAMERA: &str = "(() => {
+  const md = navigator.mediaDevices;
+  const real = md.getUserMedia.bind(md);
+  window.cameraFailure = window.cameraFailure ?? 'NotFoundError';
+  md.getUserMedia = (c) => window.cameraFailure
+    ? Promise.reject(new DOMException('camera test', window.cameraFailure))
+    : real(c);
+})();";
+
+/// The notice's text, if it is shown.
+async fn notice(page: &Page) -> Result<Option<String>> {
+    let v = page
+        .eval("document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent")
+        .await?;
+    Ok(v.as_str().map(str::to_owned))
+}
+
+/// Whether the element matching `css` is rendered (not hidden by itself or an ancestor).
+async fn shown(page: &Page, css: &str) -> Result<bool> {
+    let expr = format!(
+        "(() => {{ const e = document.querySelector({}); return !!e && e.getClientRects().length > 0; }})()",
+        serde_json::to_string(css)?
+    );
+    Ok(page.eval(&expr).await? == Value::Bool(true))
+}
+
+#[test]
+fn page_camera_denied_notice_stays_and_offers_retry() {
+    const TEST: &str = "page_camera_denied_notice_stays_and_offers_retry";
+    if !browser_ready() {
+        return;
+    }
+    let init = format!("window.cameraFailure = 'NotAllowedError';\n{FAILING_CAMERA}");
+    on_server_page(TEST, &init, async |page, server, base| {
+        page.goto(&debug_url(base)).await?;
+        join(page, "Dee", 27, "Female").await?;
+        let text = page
+            .wait_for(
+                "the camera notice",
+                "document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent",
+                STEP,
+            )
+            .await?;
+        let text = text.as_str().unwrap_or_default().to_owned();
+        ensure!(
+            text.contains("denied"),
+            "the notice should say the camera was denied: {text:?}"
+        );
+        // It stays: nothing wipes it a moment later.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let later = notice(page).await?;
+        ensure!(
+            later.as_deref() == Some(text.as_str()),
+            "after 1.2 s the notice is {later:?}, was {text:?}"
+        );
+        ensure!(shown(page, "#retry").await?, "no Retry button is shown");
+        // Still at the form; no session made, none reached the server.
+        ensure!(app_state(page).await? == "start", "the page left the form");
+        ensure!(shown(page, "#join-form").await?, "the form is not shown");
+        let session = page.eval("window.quicmatchApp.session === null").await?;
+        ensure!(session == Value::Bool(true), "a session was made");
+        ensure!(
+            server.stats().active_users == 0,
+            "a session reached the server: {:?}",
+            server.stats()
+        );
+        let focus = page.eval("document.activeElement?.id ?? null").await?;
+        ensure!(focus == "retry", "focus should be on Retry, is on {focus}");
+        Ok(())
+    });
+}
+
+#[test]
+fn page_camera_missing_and_busy_say_different_things_and_retry_joins() {
+    const TEST: &str = "page_camera_missing_and_busy_say_different_things_and_retry_joins";
+    if !browser_ready() {
+        return;
+    }
+    on_server_page(TEST, FAILING_CAMERA, async |page, server, base| {
+        page.goto(&debug_url(base)).await?;
+        join(page, "Eve", 29, "Female").await?;
+        const NOTICE: &str = "document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent";
+        let missing = page.wait_for("the camera notice", NOTICE, STEP).await?;
+        let missing = missing.as_str().unwrap_or_default().to_owned();
+        ensure!(
+            missing.contains("No camera"),
+            "a missing camera: {missing:?}"
+        );
+        page.eval("window.cameraFailure = 'NotReadableError'")
+            .await?;
+        page.click("#retry").await?;
+        let expr = format!(
+            "(() => {{ const t = {NOTICE}; return t !== null && t !== {} ? t : null; }})()",
+            serde_json::to_string(&missing)?
+        );
+        let busy = page.wait_for("another camera notice", &expr, STEP).await?;
+        let busy = busy.as_str().unwrap_or_default().to_owned();
+        ensure!(busy.contains("in use"), "a busy camera: {busy:?}");
+        ensure!(
+            server.stats().active_users == 0,
+            "a session reached the server"
+        );
+        // The camera works again: Retry joins.
+        page.eval("window.cameraFailure = null").await?;
+        page.click("#retry").await?;
+        wait_state(page, "waiting").await?;
+        ensure!(
+            notice(page).await?.is_none(),
+            "the camera notice is still shown"
+        );
+        ensure!(server.stats().female_queue == 1, "{:?}", server.stats());
+        eprintln!("camera notices: missing {missing:?}; busy {busy:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn page_unsupported_browser_is_told_on_load() {
+    const TEST: &str = "page_unsupported_browser_is_told_on_load";
+    if !browser_ready() {
+        return;
+    }
+    let init = "delete window.WebTransport; delete window.WebSocket;";
+    on_server_page(TEST, init, async |page, _server, base| {
+        // Without `?debug` the page has no test hooks.
+        page.goto(base).await?;
+        wait_ready(page).await?;
+        let hooks = page
+            .eval("[typeof window.quicmatchApp, typeof window.__log]")
+            .await?;
+        ensure!(
+            hooks == serde_json::json!(["undefined", "undefined"]),
+            "test hooks without ?debug: {hooks}"
+        );
+        page.goto(&debug_url(base)).await?;
+        let gone = page
+            .eval("typeof WebTransport + ' ' + typeof WebSocket")
+            .await?;
+        ensure!(gone == "undefined undefined", "still there: {gone}");
+        wait_ready(page).await?;
+        // Shown at load, before anything was pressed.
+        let text = notice(page).await?.unwrap_or_default();
+        ensure!(
+            text.contains("WebTransport") && text.contains("WebSocket"),
+            "the notice should say what is missing: {text:?}"
+        );
+        let disabled = page
+            .eval("document.getElementById('join').disabled")
+            .await?;
+        ensure!(disabled == Value::Bool(true), "Start is not disabled");
+        Ok(())
+    });
+}
+
+/// Every text of the page, with the notice, the call view and chat lines of
+/// every kind shown, meets WCAG AA (4.5:1) in the light and the dark theme.
+#[test]
+fn page_text_contrast_meets_wcag_aa_in_both_themes() {
+    if !browser_ready() {
+        return;
+    }
+    on_static_page(
+        "page_text_contrast_meets_wcag_aa_in_both_themes",
+        async |page| {
+            wait_ready(page).await?;
+            let script = format!("return ({CONTRAST_HARNESS})();");
+            let result = page.execute(&script, vec![]).await?;
+            let checked = harness_result("text contrast", &result, "checked")?;
+            ensure!(
+                checked >= 40,
+                "only {checked} texts were measured: {result}"
+            );
+            eprintln!(
+                "contrast: {checked} texts measured; lowest ratio {:.2}:1 (light), {:.2}:1 (dark)",
+                result["worst"]["light"].as_f64().unwrap_or(0.0),
+                result["worst"]["dark"].as_f64().unwrap_or(0.0)
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Run before the page's scripts: every `setRemoteDescription` fails, as with
+/// an offer this browser cannot take.
+const BROKEN_REMOTE_DESCRIPTION: &str = "RTCPeerConnection.prototype.setRemoteDescription = \
+    function () { return Promise.reject(new DOMException('call test', 'InvalidAccessError')); };";
+
+/// Ann and Ben are matched and connected; Ann presses Leave: she is back at
+/// the form with the focus in it and her camera released, and Ben sees her
+/// leave. Then Cat, whose browser cannot take the offer, is matched with Ben:
+/// her page says so and moves on (Next), and Ben sees her leave too.
+#[test]
+fn page_leave_releases_the_camera_and_a_failed_call_moves_on() {
+    const TEST: &str = "page_leave_releases_the_camera_and_a_failed_call_moves_on";
+    call_test(
+        TEST,
+        Browser::Chromium,
+        ["ann", "ben", "cat"],
+        async |base, pages| {
+            let [ann, ben, cat] = pages;
+            cat.add_init_script(BROKEN_REMOTE_DESCRIPTION).await?;
+            for page in pages {
+                page.goto(&debug_url(base)).await?;
+            }
+            // Ben waits, so he makes the offers.
+            join(ben, "Ben", 31, "Male").await?;
+            wait_state(ben, "waiting").await?;
+            join(ann, "Ann", 30, "Female").await?;
+            wait_connected(ann, "Ben").await?;
+            wait_connected(ben, "Ann").await?;
+            let tracks = ann
+                .eval("window.quicmatchApp.tracks.map((t) => t.readyState)")
+                .await?;
+            ensure!(
+                tracks == serde_json::json!(["live", "live"]),
+                "Ann's camera and microphone should be live: {tracks}"
+            );
+
+            ann.click("#leave").await?;
+            wait_state(ann, "start").await?;
+            ensure!(shown(ann, "#join-form").await?, "Ann's form is not shown");
+            let focus = ann
+                .eval("document.activeElement?.closest('#join-form') ? document.activeElement.id : null")
+                .await?;
+            ensure!(!focus.is_null(), "Ann's focus is not in the form");
+            let tracks = ann
+                .eval("window.quicmatchApp.tracks.map((t) => t.readyState)")
+                .await?;
+            ensure!(
+                tracks == serde_json::json!(["ended", "ended"]),
+                "Ann's camera and microphone should be released: {tracks}"
+            );
+            let pc = ann.eval("window.quicmatchApp.pc === null").await?;
+            ensure!(pc == Value::Bool(true), "Ann's call is not torn down");
+            wait_chat(ben, "Ann left.").await?;
+            wait_state(ben, "waiting").await?;
+            let ben_pc = ben.eval("window.quicmatchApp.pc === null").await?;
+            ensure!(ben_pc == Value::Bool(true), "Ben's call is not torn down");
+
+            // Cat's browser refuses Ben's offer: her page gives up on the
+            // call at once and looks for someone else.
+            let joined_at = Instant::now();
+            join(cat, "Cat", 26, "Female").await?;
+            wait_chat(cat, "could not be set up").await?;
+            let gave_up = joined_at.elapsed();
+            wait_state(cat, "waiting").await?;
+            let text = notice(cat).await?.unwrap_or_default();
+            ensure!(
+                text.contains("could not be set up"),
+                "Cat's notice: {text:?}"
+            );
+            wait_chat(ben, "Cat left.").await?;
+            wait_state(ben, "waiting").await?;
+            eprintln!(
+                "a call that cannot be set up: Cat joined → gave up {} ms",
+                gave_up.as_millis()
+            );
+            Ok(())
+        },
+    );
 }

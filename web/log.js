@@ -1,8 +1,10 @@
-// Keeps the last lines the page logged (console output, uncaught errors, app
-// events) in `window.__log`, so an automated test, or a person filing a bug,
-// can read what happened. A classic script, loaded before the app module, so
-// it also catches errors from loading the module itself.
+// A diagnostics aid, off unless the page's URL has `?debug`: then it keeps the
+// last lines the page logged (console output, uncaught errors, app events) in
+// `window.__log`, so an automated test, or a person filing a bug, can read
+// what happened. A classic script, loaded before the app module, so it also
+// catches errors from loading the module itself.
 (() => {
+  if (!new URLSearchParams(location.search).has('debug')) return;
   const MAX_LINES = 2000;
   const log = (window.__log = []);
 

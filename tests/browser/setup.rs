@@ -1,16 +1,20 @@
-//! Whether the browser tests can run here: every browser `#[test]` starts with
-//! `if !browser_ready() { return; }`.
+//! Whether the browser tests can run here: every Chromium `#[test]` starts
+//! with `if !browser_ready() { return; }`, a Firefox one with
+//! `if !ready(Browser::Firefox) { return; }`.
 //!
-//! `cargo test` has to pass on a fresh machine. So when Chromium or its driver
-//! is missing and this process may install them (it runs as root, `apt-get` is
-//! on the `PATH`, the missing binary is at its Debian path rather than named by
-//! `QUICMATCH_CHROMIUM`/`QUICMATCH_CHROMEDRIVER`, and it is not the call test's
-//! re-executed network-namespace child), the first browser test installs
-//! Debian's `chromium` and `chromium-driver` with apt-get, once per process;
-//! the other tests wait for it. If they are still missing after that, the
-//! browser tests are skipped with one line on stderr, and count as passed
-//! (Rust's test harness has no run-time skip) — unless `CI` or
-//! `QUICMATCH_REQUIRE_BROWSER` asks for them, in which case they fail.
+//! `cargo test` has to pass on a fresh machine. So when a browser or its driver
+//! is missing and this process may install it (it runs as root, `apt-get` is
+//! on the `PATH`, the missing binary is at its default path rather than named
+//! by `QUICMATCH_CHROMIUM`/`QUICMATCH_CHROMEDRIVER`/`QUICMATCH_FIREFOX`, and
+//! it is not the call test's re-executed network-namespace child), the first
+//! test of that browser installs Debian's `chromium` and `chromium-driver`, or
+//! `firefox-esr`, with apt-get, once per process; the other tests wait for it.
+//! geckodriver has no Debian package and is never installed here (`cargo
+//! install geckodriver --locked` builds it in about 3 minutes; `.ci/run` does
+//! that). If something is still missing after that, that browser's tests are
+//! skipped with one line on stderr, and count as passed (Rust's test harness
+//! has no run-time skip) — unless `CI` or `QUICMATCH_REQUIRE_BROWSER` asks for
+//! them, in which case they fail.
 
 use std::fs::File;
 use std::io::Write;
@@ -22,27 +26,58 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::webdriver::{chromedriver_path, chromium_path};
+use crate::webdriver::Browser;
 
 /// Bound on `apt-get update`.
 const UPDATE_LIMIT: Duration = Duration::from_secs(5 * 60);
-/// Bound on `apt-get install` (Chromium is a download of about 100 MB).
+/// Bound on `apt-get install` (Chromium or Firefox is a download of about 100 MB).
 const INSTALL_LIMIT: Duration = Duration::from_secs(15 * 60);
-/// What a person can run to make the browser tests run.
-const HOW_TO_INSTALL: &str = "apt-get install -y chromium chromium-driver \
-     (or set QUICMATCH_CHROMIUM/QUICMATCH_CHROMEDRIVER; see docs/browser.md)";
+
+/// What a person can run to make `browser`'s tests run.
+fn how_to_install(browser: Browser) -> &'static str {
+    match browser {
+        Browser::Chromium => {
+            "apt-get install -y chromium chromium-driver \
+             (or set QUICMATCH_CHROMIUM/QUICMATCH_CHROMEDRIVER; see docs/browser.md)"
+        }
+        Browser::Firefox => {
+            "apt-get install -y firefox-esr and cargo install geckodriver --locked \
+             (or set QUICMATCH_FIREFOX/QUICMATCH_GECKODRIVER; see docs/browser.md)"
+        }
+    }
+}
+
+/// The Debian packages that hold `browser` and its driver.
+fn packages(browser: Browser) -> &'static [&'static str] {
+    match browser {
+        Browser::Chromium => &["chromium", "chromium-driver"],
+        // geckodriver is not packaged: see `cannot_install`.
+        Browser::Firefox => &["firefox-esr"],
+    }
+}
 
 /// True when Chromium and chromedriver are there (installed now if need be
 /// and possible); false when the calling test should return at once, skipped.
 /// The first call decides for the whole process and prints the one `SKIPPED`
 /// line; when the browser tests are required, every call panics instead.
 pub fn browser_ready() -> bool {
-    static MISSING: OnceLock<Option<String>> = OnceLock::new();
-    let missing = MISSING.get_or_init(|| {
-        let why = find_or_install().err()?;
+    ready(Browser::Chromium)
+}
+
+/// [`browser_ready`] for `browser` (Firefox: firefox-esr and geckodriver).
+pub fn ready(browser: Browser) -> bool {
+    static MISSING: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let missing = MISSING[browser as usize].get_or_init(|| {
+        let why = find_or_install(browser).err()?;
         if required_by().is_none() {
+            // Chromium's line is the one the docs quote; Firefox's says so.
+            let which = match browser {
+                Browser::Chromium => "",
+                Browser::Firefox => " in Firefox",
+            };
             loud(&format!(
-                "SKIPPED browser tests (they are reported as passed): {why}; {HOW_TO_INSTALL}"
+                "SKIPPED browser tests{which} (they are reported as passed): {why}; {}",
+                how_to_install(browser)
             ));
         }
         Some(why)
@@ -50,8 +85,10 @@ pub fn browser_ready() -> bool {
     let Some(why) = missing else { return true };
     if let Some(var) = required_by() {
         panic!(
-            "the browser tests cannot run, and {var} requires them (unset it or set \
-             QUICMATCH_REQUIRE_BROWSER=0 to skip them instead): {why}; {HOW_TO_INSTALL}"
+            "the browser tests in {} cannot run, and {var} requires them (unset it or set \
+             QUICMATCH_REQUIRE_BROWSER=0 to skip them instead): {why}; {}",
+            browser.name(),
+            how_to_install(browser)
         );
     }
     false
@@ -79,11 +116,13 @@ fn loud(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// The browser binaries, each with the variable that overrides its path.
-fn binaries() -> [(PathBuf, &'static str); 2] {
+/// The browser's binary and its driver's, each with the variable that
+/// overrides its path.
+fn binaries(browser: Browser) -> [(PathBuf, &'static str); 2] {
+    let [browser_var, driver_var] = browser.path_vars();
     [
-        (chromium_path(), "QUICMATCH_CHROMIUM"),
-        (chromedriver_path(), "QUICMATCH_CHROMEDRIVER"),
+        (browser.binary(), browser_var),
+        (browser.driver(), driver_var),
     ]
 }
 
@@ -93,8 +132,8 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// The binaries that are not there.
-fn missing() -> Vec<(PathBuf, &'static str)> {
-    binaries()
+fn missing(browser: Browser) -> Vec<(PathBuf, &'static str)> {
+    binaries(browser)
         .into_iter()
         .filter(|(path, _)| !is_executable(path))
         .collect()
@@ -110,13 +149,13 @@ fn describe(missing: &[(PathBuf, &'static str)]) -> String {
 
 /// Ok when both binaries are there, after installing them if need be;
 /// else why not, in words.
-fn find_or_install() -> Result<(), String> {
-    let absent = missing();
+fn find_or_install(browser: Browser) -> Result<(), String> {
+    let absent = missing(browser);
     if absent.is_empty() {
         return Ok(());
     }
     let what = describe(&absent);
-    if let Some(why) = cannot_install(&absent) {
+    if let Some(why) = cannot_install(browser, &absent) {
         return Err(format!(
             "{what} not found and cannot be installed here ({why})"
         ));
@@ -127,20 +166,24 @@ fn find_or_install() -> Result<(), String> {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let _ = std::fs::create_dir_all(tmp);
     let _lock = lock(&tmp.join("browser-install.lock"));
-    if missing().is_empty() {
+    if missing(browser).is_empty() {
         return Ok(());
     }
-    let log = tmp.join("browser-install.log");
+    let log = tmp.join(match browser {
+        Browser::Chromium => "browser-install.log",
+        Browser::Firefox => "firefox-install.log",
+    });
+    let names = packages(browser).join(" and ");
     loud(&format!(
-        "browser tests: {what} not found; installing Debian's chromium and chromium-driver \
-         with apt-get, once (output in {})",
+        "browser tests: {what} not found; installing Debian's {names} with apt-get, once \
+         (output in {})",
         log.display()
     ));
-    let outcome = install(&log);
-    let still = missing();
+    let outcome = install(packages(browser), &log);
+    let still = missing(browser);
     match outcome {
         _ if still.is_empty() => {
-            loud("browser tests: chromium and chromium-driver installed");
+            loud(&format!("browser tests: {names} installed"));
             Ok(())
         }
         Err(why) => Err(format!(
@@ -148,18 +191,21 @@ fn find_or_install() -> Result<(), String> {
             log.display()
         )),
         Ok(()) => Err(format!(
-            "{} still not found after installing chromium and chromium-driver (see {})",
+            "{} still not found after installing {names} (see {})",
             describe(&still),
             log.display()
         )),
     }
 }
 
-/// Why the `absent` binaries cannot be installed here, if they cannot.
-fn cannot_install(absent: &[(PathBuf, &'static str)]) -> Option<String> {
+/// Why the `absent` binaries of `browser` cannot be installed here, if they cannot.
+fn cannot_install(browser: Browser, absent: &[(PathBuf, &'static str)]) -> Option<String> {
     if std::env::var_os(crate::NETNS_ENV).is_some() {
         // The parent process installs; this child has no network anyway.
         return Some("inside the call test's network namespace".into());
+    }
+    if browser == Browser::Firefox && absent.iter().any(|(path, _)| *path == browser.driver()) {
+        return Some("geckodriver has no Debian package".into());
     }
     // A path someone chose is theirs to fill; apt-get would not put it there.
     if let Some((_, var)) = absent
@@ -193,26 +239,19 @@ pub fn lock(path: &Path) -> Option<File> {
     locked.then_some(file)
 }
 
-/// `apt-get update`, then `apt-get install` of Debian's Chromium and its
-/// driver, each bounded in time, with their output in `log`.
-fn install(log: &Path) -> Result<(), String> {
+/// `apt-get update`, then `apt-get install` of `packages`, each bounded in
+/// time, with their output in `log`.
+fn install(packages: &[&str], log: &Path) -> Result<(), String> {
     let log = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     // Wait for another apt or dpkg holding the lock instead of failing at once.
     let wait = "DPkg::Lock::Timeout=120";
     // A failed update (no network, a busy lists lock) may still leave lists
     // good enough to install from, so try anyway.
     let updated = apt(&["-q", "-o", wait, "update"], UPDATE_LIMIT, &log, "");
+    let mut args = vec!["-q", "-o", wait, "install", "-y", "--no-install-recommends"];
+    args.extend_from_slice(packages);
     let installed = apt(
-        &[
-            "-q",
-            "-o",
-            wait,
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ],
+        &args,
         INSTALL_LIMIT,
         &log,
         "; `dpkg --configure -a` may be needed",

@@ -1,7 +1,8 @@
 //! A minimal W3C WebDriver client for the browser tests: just the handful of
 //! commands they use, spoken as HTTP/1.1 over a loopback TCP connection to a
-//! `chromedriver` this module starts. (A full client crate would bring in a
-//! large dependency tree for a few JSON requests.)
+//! driver this module starts: `chromedriver` for Chromium, `geckodriver` for
+//! Firefox. (A full client crate would bring in a large dependency tree for a
+//! few JSON requests.)
 
 use std::net::TcpListener as StdTcpListener;
 use std::os::unix::process::CommandExt;
@@ -20,6 +21,67 @@ use tokio::time::{Instant, sleep, timeout};
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Longest any single WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
+/// The size of every page's window.
+const WINDOW: (u32, u32) = (1100, 760);
+
+/// Firefox's preferences for the call tests, set in each fresh profile.
+const FIREFOX_PREFS: [(&str, bool); 5] = [
+    // A fake camera and microphone (a test pattern and a tone)...
+    ("media.navigator.streams.fake", true),
+    // ...handed out without asking.
+    ("media.navigator.permission.disabled", true),
+    // The fake devices count as permitted. Without this, Firefox gathers no
+    // ICE candidates in the loopback-only network namespace (it gathers
+    // every host candidate only for a page with camera permission, else
+    // only the default route's, and the namespace has no default route).
+    ("media.navigator.permission.fake", true),
+    // ICE may use the loopback interface (the only one in the namespace).
+    ("media.peerconnection.ice.loopback", true),
+    // Host candidates carry their address, not an mDNS name that nothing
+    // in the namespace resolves.
+    ("media.peerconnection.ice.obfuscate_host_addresses", false),
+];
+
+/// Which browser a test drives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    /// Its name in logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "Chromium",
+            Browser::Firefox => "Firefox",
+        }
+    }
+
+    /// The browser's binary.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Browser::Chromium => chromium_path(),
+            Browser::Firefox => firefox_path(),
+        }
+    }
+
+    /// Its WebDriver's binary.
+    pub fn driver(self) -> PathBuf {
+        match self {
+            Browser::Chromium => chromedriver_path(),
+            Browser::Firefox => geckodriver_path(),
+        }
+    }
+
+    /// The variables that override [`Browser::binary`] and [`Browser::driver`].
+    pub fn path_vars(self) -> [&'static str; 2] {
+        match self {
+            Browser::Chromium => ["QUICMATCH_CHROMIUM", "QUICMATCH_CHROMEDRIVER"],
+            Browser::Firefox => ["QUICMATCH_FIREFOX", "QUICMATCH_GECKODRIVER"],
+        }
+    }
+}
 
 /// Chromium's binary: `QUICMATCH_CHROMIUM`, else Debian's `/usr/bin/chromium`.
 pub fn chromium_path() -> PathBuf {
@@ -32,93 +94,85 @@ pub fn chromedriver_path() -> PathBuf {
         .map_or_else(|| "/usr/bin/chromedriver".into(), Into::into)
 }
 
-/// A running `chromedriver`, killed on drop.
-pub struct Driver {
+/// Firefox's binary: `QUICMATCH_FIREFOX`, else Debian's `/usr/bin/firefox-esr`.
+pub fn firefox_path() -> PathBuf {
+    std::env::var_os("QUICMATCH_FIREFOX").map_or_else(|| "/usr/bin/firefox-esr".into(), Into::into)
+}
+
+/// geckodriver's binary: `QUICMATCH_GECKODRIVER`, else `geckodriver` on the
+/// `PATH`, else where `cargo install geckodriver` puts it
+/// (`$CARGO_HOME/bin`, by default `~/.cargo/bin`). Debian has no package.
+pub fn geckodriver_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUICMATCH_GECKODRIVER") {
+        return path.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    std::env::split_paths(&path)
+        .chain(cargo_home.map(|home| home.join("bin")))
+        .map(|dir| dir.join("geckodriver"))
+        .find(|exe| exe.is_file())
+        .unwrap_or_else(|| "geckodriver".into())
+}
+
+/// One running driver (chromedriver or geckodriver) on a loopback port,
+/// killed on drop together with every browser it started.
+struct DriverProcess {
     child: Child,
     port: u16,
 }
 
-impl Driver {
-    /// Starts chromedriver on a free loopback port and waits until it is ready.
-    pub async fn start() -> Result<Driver> {
-        let exe = chromedriver_path();
-        if !exe.exists() || !chromium_path().exists() {
-            bail!(
-                "{} or {} is missing: install Debian's `chromium` and `chromium-driver` \
-                 (or set QUICMATCH_CHROMIUM / QUICMATCH_CHROMEDRIVER); see docs/browser.md",
-                chromium_path().display(),
-                exe.display()
-            );
-        }
+impl DriverProcess {
+    /// Starts `browser`'s driver on a free loopback port and waits until it
+    /// is ready.
+    async fn start(browser: Browser) -> Result<DriverProcess> {
+        let exe = browser.driver();
         let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(&exe)
-            .arg(format!("--port={port}"))
+        let mut command = Command::new(&exe);
+        match browser {
+            Browser::Chromium => {
+                command.arg(format!("--port={port}"));
+            }
+            Browser::Firefox => {
+                // The WebDriver BiDi port defaults to 9222 for every
+                // geckodriver; 0 lets several run at once.
+                command
+                    .args(["--port", &port.to_string(), "--websocket-port", "0"])
+                    // Headless Firefox takes its window size from these.
+                    .env("MOZ_HEADLESS_WIDTH", WINDOW.0.to_string())
+                    .env("MOZ_HEADLESS_HEIGHT", WINDOW.1.to_string());
+            }
+        }
+        let child = command
             // Its own process group, which the browsers it starts join: one
             // kill on drop ends them all, even if their sessions were never closed.
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match browser {
+                Browser::Chromium => Stdio::inherit(),
+                // geckodriver relays Firefox's whole console to stderr.
+                Browser::Firefox => Stdio::null(),
+            })
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
-        let driver = Driver { child, port };
+        let process = DriverProcess { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match request(port, "GET", "/status", None).await {
-                Ok(status) if status["ready"] == true => return Ok(driver),
+                Ok(status) if status["ready"] == true => return Ok(process),
                 _ if Instant::now() > deadline => {
-                    bail!("chromedriver did not become ready in 20 s")
+                    bail!("{} did not become ready in 20 s", exe.display())
                 }
                 _ => sleep(Duration::from_millis(50)).await,
             }
         }
     }
-
-    /// Opens a new headless Chromium with its own fresh profile in `profile_dir`.
-    pub async fn new_page(&self, name: &str, profile_dir: &Path) -> Result<Page> {
-        std::fs::create_dir_all(profile_dir)?;
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            "--allow-loopback-in-peer-connection",
-            "--window-size=1100,760",
-            &format!("--user-data-dir={}", profile_dir.display()),
-        ];
-        let caps = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": chromium_path(),
-                        "args": args,
-                    },
-                    "timeouts": { "script": 60_000, "pageLoad": 30_000, "implicit": 0 },
-                }
-            }
-        });
-        let value = request(self.port, "POST", "/session", Some(&caps))
-            .await
-            .context("creating a browser session")?;
-        let id = value["sessionId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no sessionId in {value}"))?
-            .to_owned();
-        Ok(Page {
-            name: name.to_owned(),
-            port: self.port,
-            id,
-        })
-    }
 }
 
-impl Drop for Driver {
+impl Drop for DriverProcess {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
         let killed = Command::new("kill")
@@ -132,12 +186,122 @@ impl Drop for Driver {
     }
 }
 
+/// What opens browser pages: for Chromium one running `chromedriver`, which
+/// serves every page's session; for Firefox nothing yet, since a
+/// `geckodriver` serves one session only: each page starts its own.
+pub struct Driver {
+    browser: Browser,
+    shared: Option<DriverProcess>,
+}
+
+impl Driver {
+    /// Starts chromedriver (see [`Driver::start_browser`]).
+    pub async fn start() -> Result<Driver> {
+        Driver::start_browser(Browser::Chromium).await
+    }
+
+    /// Gets ready to open `browser` pages: checks that the browser and its
+    /// driver are there and, for Chromium, starts chromedriver on a free
+    /// loopback port and waits until it is ready.
+    pub async fn start_browser(browser: Browser) -> Result<Driver> {
+        let [browser_var, driver_var] = browser.path_vars();
+        let (exe, driver) = (browser.binary(), browser.driver());
+        if !exe.is_file() || !driver.is_file() {
+            bail!(
+                "{} or {} is missing (set {browser_var} / {driver_var} to use others); \
+                 see docs/browser.md",
+                exe.display(),
+                driver.display()
+            );
+        }
+        let shared = match browser {
+            Browser::Chromium => Some(DriverProcess::start(browser).await?),
+            Browser::Firefox => None,
+        };
+        Ok(Driver { browser, shared })
+    }
+
+    /// Opens a new headless browser with its own fresh profile in `profile_dir`.
+    pub async fn new_page(&self, name: &str, profile_dir: &Path) -> Result<Page> {
+        std::fs::create_dir_all(profile_dir)?;
+        let timeouts = json!({ "script": 60_000, "pageLoad": 30_000, "implicit": 0 });
+        let caps = match self.browser {
+            Browser::Chromium => {
+                let args = [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--use-fake-device-for-media-stream",
+                    "--use-fake-ui-for-media-stream",
+                    "--allow-loopback-in-peer-connection",
+                    &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+                    &format!("--user-data-dir={}", profile_dir.display()),
+                ];
+                json!({
+                    "browserName": "chrome",
+                    "goog:chromeOptions": { "binary": chromium_path(), "args": args },
+                    "timeouts": timeouts,
+                })
+            }
+            Browser::Firefox => {
+                let prefs: serde_json::Map<String, Value> = FIREFOX_PREFS
+                    .iter()
+                    .map(|&(key, on)| (key.to_owned(), Value::Bool(on)))
+                    .collect();
+                let profile = profile_dir.to_str().context("profile path is not UTF-8")?;
+                json!({
+                    "browserName": "firefox",
+                    "moz:firefoxOptions": {
+                        "binary": firefox_path(),
+                        // geckodriver writes `prefs` into this profile's user.js.
+                        "args": ["-headless", "-profile", profile],
+                        "prefs": prefs,
+                    },
+                    "timeouts": timeouts,
+                })
+            }
+        };
+        let caps = json!({ "capabilities": { "alwaysMatch": caps } });
+        let own = match self.shared {
+            Some(_) => None,
+            None => Some(DriverProcess::start(self.browser).await?),
+        };
+        let port = self
+            .shared
+            .as_ref()
+            .or(own.as_ref())
+            .map(|p| p.port)
+            .expect("a driver process");
+        let value = request(port, "POST", "/session", Some(&caps))
+            .await
+            .with_context(|| format!("creating a {} session", self.browser.name()))?;
+        let id = value["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId in {value}"))?
+            .to_owned();
+        Ok(Page {
+            name: name.to_owned(),
+            browser: self.browser,
+            port,
+            id,
+            _driver: own,
+        })
+    }
+}
+
 /// One browser (a WebDriver session) showing one page.
 pub struct Page {
     /// A short label for logs and file names.
     pub name: String,
+    browser: Browser,
     port: u16,
     id: String,
+    /// The page's own driver (geckodriver), stopped when the page is gone.
+    _driver: Option<DriverProcess>,
 }
 
 impl Page {
@@ -158,8 +322,16 @@ impl Page {
     /// Runs `source` in every document this page loads from now on, before
     /// any of the document's own scripts (Chromium's DevTools
     /// `Page.addScriptToEvaluateOnNewDocument`, through chromedriver), e.g. to
-    /// take an API away from the page.
+    /// take an API away from the page. Chromium only: classic WebDriver has
+    /// no such command, so for Firefox this is an error.
     pub async fn add_init_script(&self, source: &str) -> Result<()> {
+        if self.browser != Browser::Chromium {
+            bail!(
+                "{}: add_init_script needs Chromium's DevTools bridge; {} has none",
+                self.name,
+                self.browser.name()
+            );
+        }
         self.cmd(
             "POST",
             "/goog/cdp/execute",
