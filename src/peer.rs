@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::RemotePartner;
 use crate::protocol::CloseCode;
 use crate::registry::SessionId;
+
+mod queue;
+use queue::OutboundQueue;
 
 /// One item of a session's outbound queue, written in order by its writer.
 #[derive(Debug)]
@@ -41,6 +44,32 @@ pub enum Outbound {
     /// A datagram for a WebSocket session, which carries datagrams in order
     /// with its frames (a WebTransport session's go straight out).
     Datagram(Bytes),
+}
+
+/// The writer's end of a session's outbound queue. Dropped (however the
+/// writer ends), it closes the queue: nothing more is queued, and budgets
+/// are not charged for what no one will write.
+#[derive(Debug)]
+pub struct OutboundReader {
+    peer: Arc<Peer>,
+}
+
+impl OutboundReader {
+    /// The next item, once one is queued (cancel safe).
+    pub async fn recv(&mut self) -> Outbound {
+        self.peer.outbound.pop().await
+    }
+
+    /// The next item, if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.peer.outbound.try_pop()
+    }
+}
+
+impl Drop for OutboundReader {
+    fn drop(&mut self) {
+        self.peer.outbound.close();
+    }
 }
 
 /// How a session's client is reached.
@@ -195,7 +224,7 @@ pub enum Routing {
 pub struct Peer {
     id: SessionId,
     link: Link,
-    outbound: mpsc::UnboundedSender<Outbound>,
+    outbound: OutboundQueue,
     queued_bytes: AtomicUsize,
     relay_bytes: AtomicUsize,
     /// Woken whenever the writer takes relays off the queue.
@@ -217,18 +246,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer for session `id` reached through `link`, and the receiving
-    /// end of its outbound queue.
-    pub fn new(
-        id: SessionId,
-        link: Link,
-        queue_limit: usize,
-    ) -> (Arc<Peer>, mpsc::UnboundedReceiver<Outbound>) {
-        let (outbound, rx) = mpsc::unbounded_channel();
-        let peer = Peer {
+    /// A peer for session `id` reached through `link`, and the reading
+    /// end of its outbound queue, for its writer.
+    pub fn new(id: SessionId, link: Link, queue_limit: usize) -> (Arc<Peer>, OutboundReader) {
+        let peer = Arc::new(Peer {
             id,
             link,
-            outbound,
+            outbound: OutboundQueue::default(),
             queued_bytes: AtomicUsize::new(0),
             relay_bytes: AtomicUsize::new(0),
             relay_room: Notify::new(),
@@ -240,8 +264,9 @@ impl Peer {
             route: Mutex::new(RouteSlot::default()),
             close: OnceLock::new(),
             closing: CancellationToken::new(),
-        };
-        (Arc::new(peer), rx)
+        });
+        let reader = OutboundReader { peer: peer.clone() };
+        (peer, reader)
     }
 
     /// The session starts waiting for a match (Join, Stop, or its partner
@@ -308,7 +333,7 @@ impl Peer {
             counter.fetch_sub(cost, Ordering::Relaxed);
             return Err(item);
         }
-        if self.outbound.send(item).is_err() {
+        if self.outbound.push(item).is_err() {
             // The writer is gone; the session is ending anyway.
             counter.fetch_sub(cost, Ordering::Relaxed);
         }
@@ -361,7 +386,7 @@ impl Peer {
         };
         let (counter, cost, _) = self.budget(&item);
         counter.fetch_add(cost, Ordering::Relaxed);
-        if self.outbound.send(item).is_err() {
+        if self.outbound.push(item).is_err() {
             counter.fetch_sub(cost, Ordering::Relaxed);
         }
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug};
 use wtransport::endpoint::IncomingSession;
@@ -21,7 +20,7 @@ use crate::codec::{FrameDecoder, encode_frame};
 use crate::frontdoor::{FrontDoor, HandshakeSlot, Pass, Refused, SourceSeat};
 use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
-use crate::peer::{Link, Outbound, Peer};
+use crate::peer::{Link, OutboundReader, Peer};
 use crate::protocol::{CloseCode, MAX_CLOSE_REASON_LEN, ServerMsg};
 use input::Input;
 use outbound::{Drain, Unit};
@@ -143,7 +142,6 @@ async fn serve_inner(
     let Some((connection, mut send, recv, _seat)) = handshake(incoming, slot).await else {
         return Ok(());
     };
-    tokio::spawn(refuse_extra_streams(connection.clone()));
 
     let link = Link::WebTransport(connection.clone());
     let (peer, outbound) = match enter(&door, &hub, link, limits) {
@@ -188,7 +186,7 @@ pub(crate) fn enter(
     hub: &Hub,
     link: Link,
     limits: Limits,
-) -> Result<(Arc<Peer>, mpsc::UnboundedReceiver<Outbound>), Refusal> {
+) -> Result<(Arc<Peer>, OutboundReader), Refusal> {
     const AT_CAPACITY: &str = "server at capacity";
     let admitted = if door.ceiling().is_over() {
         Err((CloseCode::AtCapacity, AT_CAPACITY, "over_memory"))
@@ -228,28 +226,9 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// Refuses every stream after the signaling stream, without disturbing it.
-async fn refuse_extra_streams(connection: Connection) {
-    let code = VarInt::from_u32(REFUSED_STREAM);
-    loop {
-        tokio::select! {
-            bi = connection.accept_bi() => match bi {
-                Ok((mut send, recv)) => {
-                    recv.stop(code);
-                    let _ = send.reset(code);
-                }
-                Err(_) => return,
-            },
-            uni = connection.accept_uni() => match uni {
-                Ok(recv) => recv.stop(code),
-                Err(_) => return,
-            },
-        }
-    }
-}
-
 /// Reads frames and datagrams until the client goes away or a close is
-/// requested.
+/// requested, and refuses every stream after the signaling stream (here
+/// rather than in a task of its own: one task less per session).
 async fn read_loop(
     peer: &Arc<Peer>,
     connection: &Connection,
@@ -263,6 +242,11 @@ async fn read_loop(
     // unregister) a waiter each time.
     let closing = peer.close_requested();
     tokio::pin!(closing);
+    // Pinned once and renewed only when one completes, so a wake-up for a
+    // frame does not register new waiters for extra streams.
+    let refused = VarInt::from_u32(REFUSED_STREAM);
+    let mut extra_bi = std::pin::pin!(connection.accept_bi());
+    let mut extra_uni = std::pin::pin!(connection.accept_uni());
     loop {
         while !peer.is_closing() {
             match decoder.next_frame() {
@@ -287,6 +271,21 @@ async fn read_loop(
                 Ok(datagram) => input.datagram(peer, datagram.payload()),
                 Err(_) => return,
             },
+            bi = &mut extra_bi => match bi {
+                Ok((mut send, recv)) => {
+                    recv.stop(refused);
+                    let _ = send.reset(refused);
+                    extra_bi.set(connection.accept_bi());
+                }
+                Err(_) => return,
+            },
+            uni = &mut extra_uni => match uni {
+                Ok(recv) => {
+                    recv.stop(refused);
+                    extra_uni.set(connection.accept_uni());
+                }
+                Err(_) => return,
+            },
         }
     }
 }
@@ -297,7 +296,7 @@ async fn write_loop(
     peer: Arc<Peer>,
     connection: Connection,
     mut send: SendStream,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    mut outbound: OutboundReader,
 ) {
     let mut drain = Drain::default();
     let mut batch: Vec<Bytes> = Vec::new();
@@ -312,13 +311,10 @@ async fn write_loop(
         let first = tokio::select! {
             biased;
             _ = &mut closing => break,
-            item = outbound.recv() => match item {
-                Some(item) => item,
-                None => break,
-            },
+            item = outbound.recv() => item,
         };
         let mut next = Some(first);
-        while let Some(item) = next.take().or_else(|| outbound.try_recv().ok()) {
+        while let Some(item) = next.take().or_else(|| outbound.try_recv()) {
             // A WebTransport session's datagrams never pass the queue.
             let Some(Unit::Frame(frame)) = drain.take(&peer, item) else {
                 continue;

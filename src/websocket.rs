@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug};
@@ -29,7 +28,7 @@ use crate::codec::{FRAME_HEADER_LEN, encode_frame};
 use crate::frontdoor::{FrontDoor, Pass, Refused, SourceSeat};
 use crate::hub::Hub;
 use crate::metrics;
-use crate::peer::{Link, Outbound, Peer};
+use crate::peer::{Link, OutboundReader, Peer};
 use crate::protocol::{CloseCode, MAX_FRAME_LEN, ServerMsg};
 use crate::session::input::Input;
 use crate::session::outbound::{Drain, Unit};
@@ -226,7 +225,7 @@ fn message_of(unit: Unit) -> Message {
 async fn write_loop(
     peer: Arc<Peer>,
     mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    mut outbound: OutboundReader,
     keep_alive: Duration,
 ) {
     let mut drain = Drain::default();
@@ -238,17 +237,14 @@ async fn write_loop(
         let first = tokio::select! {
             biased;
             _ = &mut closing => break,
-            item = outbound.recv() => match item {
-                Some(item) => Some(item),
-                None => break,
-            },
+            item = outbound.recv() => Some(item),
             _ = ping.tick() => {
                 batch.push(Message::Ping(Bytes::new()));
                 None
             }
         };
         let mut next = first;
-        while let Some(item) = next.take().or_else(|| outbound.try_recv().ok()) {
+        while let Some(item) = next.take().or_else(|| outbound.try_recv()) {
             if let Some(unit) = drain.take(&peer, item) {
                 batch.push(message_of(unit));
             }
