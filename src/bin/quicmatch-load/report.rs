@@ -35,6 +35,9 @@ pub fn report(shared: &Shared, f: &mut Figures) -> (Value, bool) {
     let setup_secs = connect.map(|p| p.secs).unwrap_or(0.0) + join.map(|p| p.secs).unwrap_or(0.0);
     let scenario_secs = f.scenario.map(|p| p.secs).unwrap_or(0.0);
     let scenario_cpu = f.scenario.and_then(|p| p.server_cpu_us);
+    // The generator's own CPU beside the server's: a generator that costs
+    // more than the server measures itself.
+    let scenario_self_cpu = f.scenario.and_then(|p| p.self_cpu_us);
     let idle_rss = f.idle.server_rss_kib;
     let per_session_kib = match (idle_rss, f.rss_connected) {
         (Some(idle), Some(conn)) if f.sessions > 0 => {
@@ -53,16 +56,26 @@ pub fn report(shared: &Shared, f: &mut Figures) -> (Value, bool) {
         Scenario::Churn => per(scenario_udp, matches),
         Scenario::Connect => per(join.and_then(|p| p.udp_in), matched / 2),
     };
-    let (messages_per_sec, cpu_per_message) = if args.scenario.sends_messages() {
-        (rate(delivered, scenario_secs), per(scenario_cpu, delivered))
-    } else {
-        (Value::Null, Value::Null)
-    };
-    let (matches_per_sec, cpu_per_match) = match args.scenario {
-        Scenario::Churn => (rate(matches, scenario_secs), per(scenario_cpu, matches)),
+    let (messages_per_sec, cpu_per_message, self_cpu_per_message) =
+        if args.scenario.sends_messages() {
+            (
+                rate(delivered, scenario_secs),
+                per(scenario_cpu, delivered),
+                per(scenario_self_cpu, delivered),
+            )
+        } else {
+            (Value::Null, Value::Null, Value::Null)
+        };
+    let (matches_per_sec, cpu_per_match, self_cpu_per_match) = match args.scenario {
+        Scenario::Churn => (
+            rate(matches, scenario_secs),
+            per(scenario_cpu, matches),
+            per(scenario_self_cpu, matches),
+        ),
         _ => (
             rate(matched / 2, join.map(|p| p.secs).unwrap_or(0.0)),
             per(join.and_then(|p| p.server_cpu_us), matched / 2),
+            per(join.and_then(|p| p.self_cpu_us), matched / 2),
         ),
     };
     let value = json!({
@@ -92,6 +105,12 @@ pub fn report(shared: &Shared, f: &mut Figures) -> (Value, bool) {
         "matches": if args.scenario == Scenario::Churn { matches } else { matched / 2 },
         "matches_per_sec": matches_per_sec,
         "server_cpu_us_per_match": cpu_per_match,
+        // The generator's own CPU for the same events, beside the server's.
+        "generator_cpu_us": {
+            "per_session_connect": per(connect.and_then(|p| p.self_cpu_us), connected),
+            "per_message": self_cpu_per_message,
+            "per_match": self_cpu_per_match,
+        },
         "matches_checked": f.matches_checked,
         "server_rss_kib": {
             "idle": idle_rss,
