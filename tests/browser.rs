@@ -782,6 +782,76 @@ fn webtransport_not_ready_falls_back_to_websocket() {
     eprintln!("{TEST} passed in {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// Run in a page on another origin: imports the module from the server's
+/// versioned path (`arguments[0]` is the server's sidecar URL) and joins
+/// once over each transport; resolves to what each answered.
+const CROSS_ORIGIN_JOIN: &str = "const base = arguments[0];
+return import(new URL('/quicmatch.v1.js', base).href).then(async (m) => {
+  const out = { origin: location.origin };
+  for (const transport of ['websocket', 'webtransport']) {
+    const s = new m.QuicmatchSession({ base, transport });
+    try {
+      const answer = await s.join({ name: 'Far', age: 30, gender: 'Female' }, { timeoutMs: 10000 });
+      out[transport] = { type: answer.type, used: s.transport };
+    } catch (e) {
+      out[transport] = { error: `${e.code ?? ''} ${e.message ?? e}` };
+    } finally {
+      s.close();
+    }
+  }
+  return out;
+});";
+
+/// A page on another origin (another port) imports `/quicmatch.v1.js` from
+/// the server, which only CORS allows for a module script, finds the server
+/// through `base`, and joins over the WebSocket and over WebTransport.
+#[test]
+fn a_page_on_another_origin_imports_the_versioned_module() {
+    if !browser_ready() {
+        return;
+    }
+    on_server_page(
+        "a_page_on_another_origin_imports_the_versioned_module",
+        "",
+        async |page, _server, base| {
+            let blank = axum::Router::new().route(
+                "/elsewhere",
+                axum::routing::get(|| async {
+                    axum::response::Html("<!doctype html><title>elsewhere</title>")
+                }),
+            );
+            let (other, web) = serve_web_files(blank).await;
+            let result = async {
+                page.goto(&format!("{other}elsewhere")).await?;
+                page.execute(CROSS_ORIGIN_JOIN, vec![Value::String(base.to_owned())])
+                    .await
+            }
+            .await;
+            web.abort();
+            let result = result?;
+            let server_origin = base.trim_end_matches('/');
+            ensure!(
+                result["origin"]
+                    .as_str()
+                    .is_some_and(|o| o != server_origin),
+                "the page is not on another origin: {result}"
+            );
+            for transport in ["websocket", "webtransport"] {
+                let got = &result[transport];
+                ensure!(
+                    got["type"] == "waiting" && got["used"] == transport,
+                    "joining over {transport} from another origin: {got}"
+                );
+            }
+            eprintln!(
+                "another origin ({}) imported the module and joined over both transports",
+                result["origin"]
+            );
+            Ok(())
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The page: camera problems, feature detection, Leave, a failed call
 
