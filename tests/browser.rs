@@ -38,6 +38,8 @@
 
 #[path = "browser/page.rs"]
 mod page;
+#[path = "common/required.rs"]
+mod required;
 #[path = "browser/setup.rs"]
 mod setup;
 #[path = "browser/webdriver.rs"]
@@ -894,11 +896,12 @@ const FAILING_CAMERA: &str = "(() => {
     : real(c);
 })();";
 
+/// Evaluates to the notice's text while it is shown, else null.
+const NOTICE: &str = "document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent";
+
 /// The notice's text, if it is shown.
 async fn notice(page: &Page) -> Result<Option<String>> {
-    let v = page
-        .eval("document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent")
-        .await?;
+    let v = page.eval(NOTICE).await?;
     Ok(v.as_str().map(str::to_owned))
 }
 
@@ -921,13 +924,7 @@ fn page_camera_denied_notice_stays_and_offers_retry() {
     on_server_page(TEST, &init, async |page, server, base| {
         page.goto(&debug_url(base)).await?;
         join(page, "Dee", 27, "Female").await?;
-        let text = page
-            .wait_for(
-                "the camera notice",
-                "document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent",
-                STEP,
-            )
-            .await?;
+        let text = page.wait_for("the camera notice", NOTICE, STEP).await?;
         let text = text.as_str().unwrap_or_default().to_owned();
         ensure!(
             text.contains("denied"),
@@ -966,7 +963,6 @@ fn page_camera_missing_and_busy_say_different_things_and_retry_joins() {
     on_server_page(TEST, FAILING_CAMERA, async |page, server, base| {
         page.goto(&debug_url(base)).await?;
         join(page, "Eve", 29, "Female").await?;
-        const NOTICE: &str = "document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent";
         let missing = page.wait_for("the camera notice", NOTICE, STEP).await?;
         let missing = missing.as_str().unwrap_or_default().to_owned();
         ensure!(

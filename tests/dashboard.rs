@@ -8,6 +8,8 @@
 //! (installed, skipped or failed as `browser/setup.rs` says).
 
 mod common;
+#[path = "common/required.rs"]
+mod required;
 #[path = "browser/setup.rs"]
 mod setup;
 // Shared with tests/browser.rs, which uses more of it.

@@ -11,12 +11,16 @@
 //! pack` check runs where `npm` is, and is skipped (with a line) elsewhere.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "common/required.rs"]
+mod required;
+use required::{loud, required_by};
 
 /// The repository's root.
 fn root() -> &'static Path {
@@ -26,26 +30,6 @@ fn root() -> &'static Path {
 fn read(relative: &str) -> String {
     let path = root().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Writes one line straight to stderr: the harness hides `eprintln!` of a
-/// passing test, and a skip must be seen.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-/// The variable that makes a missing `tsc` a failure, as `NAME=value`.
-fn required_by() -> Option<String> {
-    let setting = |var: &str| {
-        let value = std::env::var(var).ok()?;
-        let on = !(value.is_empty() || value == "0" || value.eq_ignore_ascii_case("false"));
-        Some((on, format!("{var}={value}")))
-    };
-    match setting("QUICMATCH_REQUIRE_TSC") {
-        Some((true, var)) => Some(var),
-        Some((false, _)) => None,
-        None => setting("CI").and_then(|(on, var)| on.then_some(var)),
-    }
 }
 
 /// An executable called `name` on the `PATH`.
@@ -65,7 +49,7 @@ fn tsc() -> Option<PathBuf> {
     if found.is_none() {
         let why = "tsc not found (install it with `apt-get install -y node-typescript`, \
                    or name it with QUICMATCH_TSC)";
-        if let Some(var) = required_by() {
+        if let Some(var) = required_by("QUICMATCH_REQUIRE_TSC") {
             panic!("{why}; it is required because {var}");
         }
         loud(&format!(

@@ -17,7 +17,6 @@
 //! them, in which case they fail.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -26,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::required::{loud, required_by};
 use crate::webdriver::Browser;
 
 /// Bound on `apt-get update`.
@@ -69,7 +69,7 @@ pub fn ready(browser: Browser) -> bool {
     static MISSING: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
     let missing = MISSING[browser as usize].get_or_init(|| {
         let why = find_or_install(browser).err()?;
-        if required_by().is_none() {
+        if required_by("QUICMATCH_REQUIRE_BROWSER").is_none() {
             // Chromium's line is the one the docs quote; Firefox's says so.
             let which = match browser {
                 Browser::Chromium => "",
@@ -83,7 +83,7 @@ pub fn ready(browser: Browser) -> bool {
         Some(why)
     });
     let Some(why) = missing else { return true };
-    if let Some(var) = required_by() {
+    if let Some(var) = required_by("QUICMATCH_REQUIRE_BROWSER") {
         panic!(
             "the browser tests in {} cannot run, and {var} requires them (unset it or set \
              QUICMATCH_REQUIRE_BROWSER=0 to skip them instead): {why}; {}",
@@ -92,28 +92,6 @@ pub fn ready(browser: Browser) -> bool {
         );
     }
     false
-}
-
-/// The variable (`CI`, `QUICMATCH_REQUIRE_BROWSER`) that makes a missing
-/// browser a failure, as `NAME=value`. `QUICMATCH_REQUIRE_BROWSER=0` (or
-/// `false`) allows skipping even where `CI` is set.
-fn required_by() -> Option<String> {
-    let setting = |var: &str| {
-        let value = std::env::var(var).ok()?;
-        let on = !(value.is_empty() || value == "0" || value.eq_ignore_ascii_case("false"));
-        Some((on, format!("{var}={value}")))
-    };
-    match setting("QUICMATCH_REQUIRE_BROWSER") {
-        Some((true, var)) => Some(var),
-        Some((false, _)) => None,
-        None => setting("CI").and_then(|(on, var)| on.then_some(var)),
-    }
-}
-
-/// Writes one line straight to the process's stderr: the test harness
-/// captures `eprintln!` of a passing test, and this line must be seen.
-fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The browser's binary and its driver's, each with the variable that
