@@ -1070,9 +1070,12 @@ export class QuicmatchSession extends EventTarget {
     /** @private @type {?{code: number, reason: string}} */ this.closing = null;
     /** @private */ this.retryTimer = null;
     /** @private */ this.keepAliveTimer = null;
-    /** @private True while a connection attempt is under way. */ this.connecting = false;
-    /** @private Bumped to disown an attempt under way. */ this.attemptSerial = 0;
-    /** @private @type {?AbortController} */ this.attemptAbort = null;
+    /**
+     * @private Aborts the connection attempt under way; null when none is. An
+     * attempt that finds another controller here (or none) has been disowned.
+     * @type {?AbortController}
+     */
+    this.attemptAbort = null;
     /** @private */ this.nextSeq = 1;
     /** @private */ this.nextNonce = 1;
     /** @private @type {Map<number, {text: string, bytes: Uint8Array, matchId: U64, resends: number, firstSentAt: number, timer: any, done: any}>} */
@@ -1424,8 +1427,6 @@ export class QuicmatchSession extends EventTarget {
     this.running = false;
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    this.attemptSerial++;
-    this.connecting = false;
     this.attemptAbort?.abort();
     this.attemptAbort = null;
     this.unlisten();
@@ -1433,7 +1434,7 @@ export class QuicmatchSession extends EventTarget {
 
   /** @private Skips the back-off wait, if the session is waiting in it. */
   retryNow() {
-    if (!this.running || this.conn || this.connecting) return;
+    if (!this.running || this.conn || this.attemptAbort) return;
     clearTimeout(this.retryTimer);
     this.failures = 0;
     this.attempt();
@@ -1442,9 +1443,7 @@ export class QuicmatchSession extends EventTarget {
   /** @private One connection attempt; on any failure it schedules the next. */
   async attempt() {
     this.retryTimer = null;
-    if (this.userClosed || !this.running || this.connecting) return;
-    this.connecting = true;
-    const serial = ++this.attemptSerial;
+    if (this.userClosed || !this.running || this.attemptAbort) return;
     const abort = new AbortController();
     this.attemptAbort = abort;
     this.closing = null;
@@ -1453,8 +1452,7 @@ export class QuicmatchSession extends EventTarget {
     try {
       opened = await this.openCarrier(abort.signal);
     } catch (err) {
-      if (serial !== this.attemptSerial) return; // stopped meanwhile
-      this.connecting = false;
+      if (this.attemptAbort !== abort) return; // stopped meanwhile
       this.attemptAbort = null;
       const message = String(err?.message ?? err);
       this.emit('error', new QuicmatchError('ConnectFailed', message, { cause: err }));
@@ -1462,11 +1460,10 @@ export class QuicmatchSession extends EventTarget {
       return;
     }
     const { carrier, fallback, reason } = opened;
-    if (serial !== this.attemptSerial) {
+    if (this.attemptAbort !== abort) {
       carrier.close(CloseCode.NORMAL, this.userClosed ? 'closed by user' : 'no longer wanted');
       return;
     }
-    this.connecting = false;
     this.attemptAbort = null;
     const conn = { carrier };
     this.conn = conn;
