@@ -31,6 +31,8 @@ struct Asset {
     cache: &'static str,
     /// Whether pages on any origin may read it (`Access-Control-Allow-Origin: *`).
     any_origin: bool,
+    /// Where its TypeScript types are (`X-TypeScript-Types`), for a module.
+    types: Option<&'static str>,
 }
 
 /// The browser module at the path named after the protocol's major version:
@@ -59,6 +61,7 @@ const fn app_file(path: &'static str, body: &'static [u8], content_type: &'stati
         content_type,
         cache: REVALIDATE,
         any_origin: false,
+        types: None,
     }
 }
 
@@ -73,6 +76,7 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         cache: REVALIDATE,
         any_origin: true,
+        types: None,
     },
     Asset {
         path: MODULE_V1_PATH,
@@ -80,6 +84,7 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         cache: MODULE_CACHE_CONTROL,
         any_origin: true,
+        types: Some(TYPES_V1_PATH),
     },
     Asset {
         path: TYPES_V1_PATH,
@@ -87,6 +92,7 @@ const ASSETS: &[Asset] = &[
         content_type: TS,
         cache: MODULE_CACHE_CONTROL,
         any_origin: true,
+        types: None,
     },
     app_file("/app.js", include_bytes!("../web/app.js"), JS),
     app_file("/strings.js", include_bytes!("../web/strings.js"), JS),
@@ -142,11 +148,8 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
             HeaderValue::from_static("*"),
         );
     }
-    if asset.path == MODULE_V1_PATH {
-        cache.insert(
-            "x-typescript-types",
-            HeaderValue::from_static(TYPES_V1_PATH),
-        );
+    if let Some(types) = asset.types {
+        cache.insert("x-typescript-types", HeaderValue::from_static(types));
     }
     if if_none_match_hits(headers, etag) {
         return (StatusCode::NOT_MODIFIED, cache).into_response();
