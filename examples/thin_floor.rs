@@ -26,8 +26,8 @@ use base64::Engine;
 use clap::Parser;
 use quicmatch::codec::{self, FrameDecoder, encode_frame, server_relay_frame};
 use quicmatch::protocol::{ClientMsg, Gender, Profile, ServerMsg};
-use quicmatch::{tls, transport};
 use quicmatch::webtransport::{self, Datagrams, Event};
+use quicmatch::{tls, transport};
 use tokio::io::AsyncReadExt;
 use wtransport::quinn;
 
@@ -78,6 +78,13 @@ struct Pool {
 /// Runs the floor server on a multi-threaded runtime, as quicmatch runs by default.
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // `RUST_LOG=quicmatch::webtransport=debug` shows the layer's steps.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -111,7 +118,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let pool = Arc::new(Pool::default());
     while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(serve(incoming, pool.clone()));
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve(incoming, pool).await {
+                tracing::debug!(%error, "session ended");
+            }
+        });
     }
     Ok(())
 }
@@ -124,8 +136,10 @@ async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()>
     let request =
         tokio::time::timeout(Duration::from_secs(10), webtransport::handshake(connection))
             .await??;
+    tracing::debug!(path = request.path(), origin = ?request.origin(), headers = ?request.headers(), "request");
     let mut session = request.accept().await?;
     let (send, mut recv) = session.accept_stream().await?;
+    tracing::debug!("signaling stream");
     let slot = Arc::new(Slot {
         datagrams: session.datagrams(),
         send: tokio::sync::Mutex::new(send),
@@ -134,11 +148,14 @@ async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()>
     let mut decoder = FrameDecoder::default();
     loop {
         while let Some(frame) = decoder.next_frame()? {
+            tracing::trace!(len = frame.len(), "frame");
             let msg: ClientMsg = codec::decode(codec::frame_payload(&frame))?;
+            tracing::trace!(?msg, "message");
             handle(&slot, &pool, msg, &frame).await?;
         }
         tokio::select! {
             read = recv.read_buf(decoder.buffer()) => {
+                tracing::trace!(?read, "read");
                 if read? == 0 {
                     return Ok(());
                 }
@@ -151,7 +168,10 @@ async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()>
                     }
                 }
                 Event::Stream(..) => {}
-                Event::Closed(_) => return Ok(()),
+                Event::Closed(closed) => {
+                    tracing::debug!(%closed, "session closed");
+                    return Ok(());
+                }
             },
         }
     }
@@ -226,6 +246,8 @@ async fn join(slot: &Arc<Slot>, pool: &Pool, profile: Profile) {
 
 /// Writes a whole frame to a session's signaling stream.
 async fn write(slot: &Slot, frame: &[u8]) -> anyhow::Result<()> {
-    slot.send.lock().await.write_all(frame).await?;
+    let written = slot.send.lock().await.write_all(frame).await;
+    tracing::trace!(len = frame.len(), ?written, "write");
+    written?;
     Ok(())
 }

@@ -46,5 +46,5 @@ pub mod session;
 pub mod tls;
 pub mod transport;
 pub mod web_assets;
-pub mod webtransport;
 pub mod websocket;
+pub mod webtransport;

@@ -118,7 +118,11 @@ struct VarintReader {
 
 impl VarintReader {
     /// `Ok(None)` when the stream ended before the varint's first byte.
-    fn poll(&mut self, stream: &mut RecvStream, cx: &mut Context) -> Poll<Result<Option<u64>, ReadError>> {
+    fn poll(
+        &mut self,
+        stream: &mut RecvStream,
+        cx: &mut Context,
+    ) -> Poll<Result<Option<u64>, ReadError>> {
         loop {
             let need = if self.have == 0 {
                 1
@@ -157,7 +161,11 @@ type RawFrame = (u64, Vec<u8>);
 
 impl FrameReader {
     /// The next whole frame; `Ok(None)` at the stream's end.
-    fn poll(&mut self, stream: &mut RecvStream, cx: &mut Context) -> Poll<Result<Option<RawFrame>, FrameError>> {
+    fn poll(
+        &mut self,
+        stream: &mut RecvStream,
+        cx: &mut Context,
+    ) -> Poll<Result<Option<RawFrame>, FrameError>> {
         loop {
             if let Some(frame) = self.take()? {
                 return Poll::Ready(Ok(Some(frame)));
@@ -263,10 +271,13 @@ impl H3 {
     /// Opens our control stream and sends our SETTINGS.
     pub(super) async fn open(connection: &quinn::Connection) -> Result<H3, Stop> {
         let mut control = connection.open_uni().await.map_err(Stop::Lost)?;
-        control.write_all(&LOCAL_CONTROL).await.map_err(|error| match error {
-            quinn::WriteError::ConnectionLost(lost) => Stop::Lost(lost),
-            _ => Stop::Protocol(ErrorCode::ClosedCriticalStream),
-        })?;
+        control
+            .write_all(&LOCAL_CONTROL)
+            .await
+            .map_err(|error| match error {
+                quinn::WriteError::ConnectionLost(lost) => Stop::Lost(lost),
+                _ => Stop::Protocol(ErrorCode::ClosedCriticalStream),
+            })?;
         Ok(H3 {
             _control: control,
             uni: Vec::new(),
@@ -326,7 +337,11 @@ impl H3 {
                 }
                 Poll::Ready(BiStep::WebTransport(session)) => {
                     let Bi { send, recv, .. } = self.bi.swap_remove(i);
-                    return Poll::Ready(Ok(Event::Bi { send, recv, session }));
+                    return Poll::Ready(Ok(Event::Bi {
+                        send,
+                        recv,
+                        session,
+                    }));
                 }
                 Poll::Ready(BiStep::Request) => {
                     let mut bi = self.bi.swap_remove(i);
@@ -373,6 +388,7 @@ fn poll_uni(uni: &mut Uni, cx: &mut Context) -> Poll<UniStep> {
                     }
                     Err(_) => return Poll::Ready(UniStep::Drop),
                 };
+                tracing::debug!(stream = %uni.stream.id(), kind, "uni stream");
                 uni.role = match kind {
                     UNI_CONTROL => UniRole::Control {
                         frames: FrameReader::default(),
@@ -401,6 +417,7 @@ fn poll_uni(uni: &mut Uni, cx: &mut Context) -> Poll<UniStep> {
                     }
                     Err(error) => return Poll::Ready(UniStep::Event(Err(error.into()))),
                 };
+                tracing::debug!(kind = frame.0, len = frame.1.len(), "control frame");
                 match (frame.0, *settings) {
                     (FRAME_SETTINGS, false) => {
                         *settings = true;
@@ -454,6 +471,7 @@ fn poll_bi(bi: &mut Bi, cx: &mut Context) -> Poll<BiStep> {
         Ok(Some(kind)) => kind,
         _ => return Poll::Ready(BiStep::Drop),
     };
+    tracing::debug!(stream = %bi.recv.id(), kind, "bi stream");
     if kind != BI_WEBTRANSPORT {
         return Poll::Ready(BiStep::Request);
     }
@@ -491,6 +509,7 @@ fn poll_connect(connect: &mut Connect, cx: &mut Context) -> Poll<Result<Event, S
             Ok(None) => return Poll::Ready(Err(Stop::Protocol(ErrorCode::Message))),
             Err(error) => return Poll::Ready(Err(error.into())),
         };
+        tracing::debug!(kind = frame.0, len = frame.1.len(), "CONNECT stream frame");
         match (frame.0, connect.requested) {
             (FRAME_HEADERS, false) => {
                 connect.requested = true;
@@ -501,7 +520,9 @@ fn poll_connect(connect: &mut Connect, cx: &mut Context) -> Poll<Result<Event, S
                         .map_err(Stop::Protocol),
                 );
             }
-            (FRAME_DATA, false) => return Poll::Ready(Err(Stop::Protocol(ErrorCode::FrameUnexpected))),
+            (FRAME_DATA, false) => {
+                return Poll::Ready(Err(Stop::Protocol(ErrorCode::FrameUnexpected)));
+            }
             (FRAME_DATA, true) => {
                 let frame = Frame::new_data(Cow::Owned(frame.1));
                 let Some(capsule) = Capsule::with_frame(&frame) else {
@@ -539,11 +560,25 @@ mod tests {
         assert_eq!(kind, FRAME_SETTINGS);
         let settings = Settings::with_frame(&Frame::new_settings(Cow::Owned(payload))).unwrap();
         use wtransport_proto::settings::SettingId::*;
-        assert_eq!(settings.get(QPackMaxTableCapacity).map(|v| v.into_inner()), Some(0));
-        assert_eq!(settings.get(EnableConnectProtocol).map(|v| v.into_inner()), Some(1));
-        assert_eq!(settings.get(EnableWebTransport).map(|v| v.into_inner()), Some(1));
+        assert_eq!(
+            settings.get(QPackMaxTableCapacity).map(|v| v.into_inner()),
+            Some(0)
+        );
+        assert_eq!(
+            settings.get(EnableConnectProtocol).map(|v| v.into_inner()),
+            Some(1)
+        );
+        assert_eq!(
+            settings.get(EnableWebTransport).map(|v| v.into_inner()),
+            Some(1)
+        );
         assert_eq!(settings.get(H3Datagram).map(|v| v.into_inner()), Some(1));
-        assert_eq!(settings.get(WebTransportMaxSessions).map(|v| v.into_inner()), Some(1));
+        assert_eq!(
+            settings
+                .get(WebTransportMaxSessions)
+                .map(|v| v.into_inner()),
+            Some(1)
+        );
         assert!(frames.buf.is_empty());
     }
 
@@ -563,7 +598,11 @@ mod tests {
             while let Some(frame) = frames.take().unwrap() {
                 got.push(frame);
             }
-            assert_eq!(got, vec![(0x21, vec![0xaa, 0xbb]), (0x04, vec![])], "split at {split}");
+            assert_eq!(
+                got,
+                vec![(0x21, vec![0xaa, 0xbb]), (0x04, vec![])],
+                "split at {split}"
+            );
         }
     }
 }

@@ -154,13 +154,18 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
         Ok(request) => request,
         Err(_) => return Err(fail(&connection, Stop::Protocol(ErrorCode::Message))),
     };
-    let connect_id = h3.connect_id().expect("a request came on the CONNECT stream");
-    let session_id = wtransport_proto::varint::VarInt::try_from_u64(VarInt::from(connect_id).into_inner())
-        .ok()
-        .map(wtransport_proto::ids::StreamId::new)
-        .and_then(|stream| SessionId::try_from_session_stream(stream).ok())
-        .ok_or_else(|| fail(&connection, Stop::Protocol(ErrorCode::Id)))?;
-    let send = h3.take_connect_send().expect("the CONNECT stream's sending half");
+    let connect_id = h3
+        .connect_id()
+        .expect("a request came on the CONNECT stream");
+    let session_id =
+        wtransport_proto::varint::VarInt::try_from_u64(VarInt::from(connect_id).into_inner())
+            .ok()
+            .map(wtransport_proto::ids::StreamId::new)
+            .and_then(|stream| SessionId::try_from_session_stream(stream).ok())
+            .ok_or_else(|| fail(&connection, Stop::Protocol(ErrorCode::Id)))?;
+    let send = h3
+        .take_connect_send()
+        .expect("the CONNECT stream's sending half");
     Ok(Request {
         connection,
         h3,
@@ -230,7 +235,12 @@ impl Request {
     /// Answers 200: the session is open.
     pub async fn accept(mut self) -> Result<Session, Error> {
         self.respond(SessionResponse::ok()).await?;
-        Ok(Session::new(self.connection, self.h3, self.send, self.session_id))
+        Ok(Session::new(
+            self.connection,
+            self.h3,
+            self.send,
+            self.session_id,
+        ))
     }
 
     /// Answers `403 Forbidden`.
@@ -266,7 +276,10 @@ impl Request {
         match self.send.write_all(&bytes).await {
             Ok(()) => Ok(()),
             Err(quinn::WriteError::ConnectionLost(lost)) => Err(Error::Lost(lost)),
-            Err(_) => Err(fail(&self.connection, Stop::Protocol(ErrorCode::ClosedCriticalStream))),
+            Err(_) => Err(fail(
+                &self.connection,
+                Stop::Protocol(ErrorCode::ClosedCriticalStream),
+            )),
         }
     }
 }

@@ -155,7 +155,9 @@ impl Session {
 
     /// Waits for the session's first bidirectional stream, dropping any
     /// datagram that comes before it.
-    pub async fn accept_stream(&mut self) -> Result<(quinn::SendStream, quinn::RecvStream), Closed> {
+    pub async fn accept_stream(
+        &mut self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), Closed> {
         loop {
             match self.next().await {
                 Event::Stream(send, recv) => return Ok((send, recv)),
@@ -173,6 +175,7 @@ impl Session {
             }
             match step(&self.connection, &mut self.h3, true).await {
                 Step::Datagram(Ok(datagram)) => {
+                    tracing::trace!(len = datagram.len(), "datagram");
                     if let Some(payload) = self.strip(datagram) {
                         return Event::Datagram(payload);
                     }
@@ -182,6 +185,7 @@ impl Session {
                     recv,
                     session,
                 })) => {
+                    tracing::debug!(stream = %recv.id(), ?session, ours = ?self.session_id, "WebTransport stream");
                     if session == self.session_id && !self.streamed {
                         self.streamed = true;
                         return Event::Stream(send, recv);
