@@ -41,6 +41,68 @@ struct Args {
     /// Kernel buffer size of the UDP socket, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     udp_buffer_bytes: usize,
+    /// Experiments with quinn's per-connection memory (none by default: the
+    /// transport settings are `transport::transport_config`'s).
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Transport settings to try on top of quicmatch's.
+#[derive(Debug, clap::Args)]
+struct Tuning {
+    /// Turn PMTU discovery off (the MTU stays at `--initial-mtu`).
+    #[arg(long)]
+    no_mtu_discovery: bool,
+    /// quinn's initial MTU (default 1200).
+    #[arg(long)]
+    initial_mtu: Option<u16>,
+    /// Turn UDP segmentation offload (GSO batches of up to 10 packets) off.
+    #[arg(long)]
+    no_gso: bool,
+    /// Peer-initiated bidirectional streams allowed at once (quicmatch: 4).
+    #[arg(long)]
+    max_bidi: Option<u32>,
+    /// Peer-initiated unidirectional streams allowed at once (quicmatch: 8).
+    #[arg(long)]
+    max_uni: Option<u32>,
+    /// Datagram receive buffer, bytes (quicmatch: 65536).
+    #[arg(long)]
+    datagram_receive_buffer: Option<usize>,
+    /// Datagram send buffer, bytes (quicmatch: 65536).
+    #[arg(long)]
+    datagram_send_buffer: Option<usize>,
+    /// Crypto (handshake) buffer per connection, bytes (quinn: 16384).
+    #[arg(long)]
+    crypto_buffer: Option<usize>,
+}
+
+impl Tuning {
+    fn apply(&self, config: &mut quinn::TransportConfig) {
+        if self.no_mtu_discovery {
+            config.mtu_discovery_config(None);
+        }
+        if let Some(mtu) = self.initial_mtu {
+            config.initial_mtu(mtu);
+        }
+        if self.no_gso {
+            config.enable_segmentation_offload(false);
+        }
+        if let Some(n) = self.max_bidi {
+            config.max_concurrent_bidi_streams(quinn::VarInt::from_u32(n));
+        }
+        if let Some(n) = self.max_uni {
+            config.max_concurrent_uni_streams(quinn::VarInt::from_u32(n));
+        }
+        if let Some(n) = self.datagram_receive_buffer {
+            config.datagram_receive_buffer_size(Some(n));
+        }
+        if let Some(n) = self.datagram_send_buffer {
+            config.datagram_send_buffer_size(n);
+        }
+        if let Some(n) = self.crypto_buffer {
+            config.crypto_buffer_size(n);
+        }
+    }
 }
 
 /// One session as its partner sees it: where to write relays and datagrams.
@@ -104,8 +166,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.port,
         args.udp_buffer_bytes,
     )?;
-    let transport_config =
+    let mut transport_config =
         transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
+    args.tuning.apply(&mut transport_config);
     let endpoint = webtransport::endpoint(
         socket,
         tls::server_tls_config(&identity.identity)?,
