@@ -182,33 +182,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pool = Arc::new(Pool::default());
     while let Some(incoming) = endpoint.accept().await {
         let pool = pool.clone();
-        tokio::spawn(async move {
+        let task = async move {
             if let Err(error) = serve(incoming, pool).await {
                 tracing::debug!(%error, "session ended");
             }
-        });
+        };
+        if std::env::var_os("THIN_FLOOR_TASK_SIZE").is_some() {
+            eprintln!(
+                "session task future: {} bytes",
+                std::mem::size_of_val(&task)
+            );
+        }
+        tokio::spawn(task);
     }
     Ok(())
 }
 
 /// Serves one session until it ends; any error just ends it. The one task
 /// of ours for the connection: handshake, then the signaling stream and the
-/// session's other events in one loop.
+/// session's other events in one loop. The set-up runs boxed, so its
+/// futures' state is freed once the session is open instead of sizing the
+/// task for the session's whole life.
 async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()> {
-    let connection = incoming.await?;
-    let request =
-        tokio::time::timeout(Duration::from_secs(10), webtransport::handshake(connection))
-            .await??;
-    tracing::debug!(path = request.path(), origin = ?request.origin(), headers = ?request.headers(), "request");
-    let mut session = request.accept().await?;
-    let (send, mut recv) = session.accept_stream().await?;
-    tracing::debug!("signaling stream");
+    let (mut session, send, mut recv) = Box::pin(open(incoming)).await?;
     let slot = Arc::new(Slot {
         datagrams: session.datagrams(),
         send: tokio::sync::Mutex::new(send),
         partner: Mutex::new(Weak::new()),
     });
     let mut decoder = FrameDecoder::default();
+    if std::env::var_os("THIN_FLOOR_TASK_SIZE").is_some() {
+        eprintln!(
+            "futures: session.next() {} bytes, handle() {} bytes, read_buf {} bytes",
+            std::mem::size_of_val(&session.next()),
+            std::mem::size_of_val(&handle(&slot, &pool, ClientMsg::Leave, &[])),
+            std::mem::size_of_val(&recv.read_buf(decoder.buffer())),
+        );
+    }
     loop {
         while let Some(frame) = decoder.next_frame()? {
             tracing::trace!(len = frame.len(), "frame");
@@ -238,6 +248,22 @@ async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()>
             },
         }
     }
+}
+
+/// The set-up: QUIC handshake, HTTP/3 and CONNECT (within 10 s), 200, and
+/// the signaling stream.
+async fn open(
+    incoming: quinn::Incoming,
+) -> anyhow::Result<(webtransport::Session, quinn::SendStream, quinn::RecvStream)> {
+    let connection = incoming.await?;
+    let request =
+        tokio::time::timeout(Duration::from_secs(10), webtransport::handshake(connection))
+            .await??;
+    tracing::debug!(path = request.path(), origin = ?request.origin(), headers = ?request.headers(), "request");
+    let mut session = request.accept().await?;
+    let (send, recv) = session.accept_stream().await?;
+    tracing::debug!("signaling stream");
+    Ok((session, send, recv))
 }
 
 /// Answers one client message. A failure to reach the partner is the
