@@ -19,6 +19,9 @@
 #   SERVER=floor            run against examples/floor_server.rs (the bare
 #                           stack, docs/performance.md §7) instead of quicmatch;
 #                           its scenarios are connect, relay and chat
+#   SERVER=thin             run against examples/thin_floor.rs: the floor
+#                           server on the thin WebTransport layer over quinn
+#                           (src/webtransport/) instead of wtransport's server
 #   NODES=2                 that many quicmatch nodes sharing one pool on a
 #                           redis-server of the script's own (default 1: one
 #                           process, no Redis); sessions are spread over them,
@@ -37,8 +40,8 @@ DURATION=${DURATION:-2}
 SERVER=${SERVER:-quicmatch}
 case "$SERVER" in
     quicmatch) SCENARIOS=${SCENARIOS:-connect relay chat churn} ;;
-    floor) SCENARIOS=${SCENARIOS:-connect relay chat} ;;
-    *) echo "SERVER must be quicmatch or floor" >&2; exit 2 ;;
+    floor | thin) SCENARIOS=${SCENARIOS:-connect relay chat} ;;
+    *) echo "SERVER must be quicmatch, floor or thin" >&2; exit 2 ;;
 esac
 SERVER_ARGS=${SERVER_ARGS:-}
 LOAD_ARGS=${LOAD_ARGS:-}
@@ -65,12 +68,18 @@ else
         cargo build "${build_flag[@]}" --bin quicmatch --bin quicmatch-load >&2
         if [[ "$SERVER" == floor ]]; then
             cargo build "${build_flag[@]}" --example floor_server >&2
+        elif [[ "$SERVER" == thin ]]; then
+            cargo build "${build_flag[@]}" --example thin_floor >&2
         fi
     fi
     bin="target/$PROFILE"
 fi
-floor_bin="$bin/examples/floor_server"
-[[ -x "$floor_bin" ]] || floor_bin="$bin/floor_server"
+floor_name=floor_server
+if [[ "$SERVER" == thin ]]; then
+    floor_name=thin_floor
+fi
+floor_bin="$bin/examples/$floor_name"
+[[ -x "$floor_bin" ]] || floor_bin="$bin/$floor_name"
 
 workdir=$(mktemp -d)
 server_pids=()
@@ -142,7 +151,7 @@ start_node() {
     if [[ -n "$redis_pid" ]]; then
         pool_args=(--redis "$redis_url")
     fi
-    if [[ "$SERVER" == floor ]]; then
+    if [[ "$SERVER" != quicmatch ]]; then
         # shellcheck disable=SC2086
         "$floor_bin" --port 0 $SERVER_ARGS >"$log" 2>&1 &
         ready="certificate hash"
@@ -165,7 +174,7 @@ start_node() {
         sleep 0.05
     done
     local quic_port http_port
-    if [[ "$SERVER" == floor ]]; then
+    if [[ "$SERVER" != quicmatch ]]; then
         quic_port=$(sed -n 's|.*floor server on https://127\.0\.0\.1:\([0-9]*\)/signal.*|\1|p' "$log" | head -n1)
         local hash
         hash=$(sed -n 's|.*certificate hash \([A-Za-z0-9+/=]*\).*|\1|p' "$log" | head -n1)

@@ -21,6 +21,8 @@
 //!   the dashboard's last hour; [`config`]:
 //!   flags and environment; [`ice`]: STUN/TURN.
 //! - [`client`]: a native Rust client.
+//! - [`webtransport`]: a thin WebTransport server layer directly on quinn
+//!   (prototype, issue 12; `examples/thin_floor.rs` runs on it).
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -45,3 +47,4 @@ pub mod tls;
 pub mod transport;
 pub mod web_assets;
 pub mod websocket;
+pub mod webtransport;
