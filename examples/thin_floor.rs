@@ -169,12 +169,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut transport_config =
         transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
     args.tuning.apply(&mut transport_config);
-    let endpoint = webtransport::endpoint(
-        socket,
+    let mut config = webtransport::server_config(
         tls::server_tls_config(&identity.identity)?,
         transport_config,
-        false,
     )?;
+    config.migration(false);
+    let endpoint = webtransport::endpoint(socket, config)?;
     println!(
         "thin floor server on https://{}/signal, certificate hash {hash}",
         endpoint.local_addr()?

@@ -13,8 +13,6 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wtransport::config::QuicTransportConfig;
-use wtransport::endpoint::endpoint_side;
-use wtransport::{Endpoint, ServerConfig};
 
 use crate::server::PinnedHashes;
 use crate::tls::{self, CertSource, TlsIdentity};
@@ -22,8 +20,8 @@ use crate::tls::{self, CertSource, TlsIdentity};
 /// After a failed renewal of a self-signed certificate, the next attempt.
 const RETRY_RENEWAL: Duration = Duration::from_secs(60);
 
-/// One server endpoint.
-pub type ServerEndpoint = Endpoint<endpoint_side::Server>;
+/// One server endpoint (a cheap handle: clones share it).
+pub type ServerEndpoint = wtransport::quinn::Endpoint;
 
 /// Makes the QUIC transport configuration for a (re)loaded endpoint.
 pub type TransportFactory = Box<dyn Fn() -> anyhow::Result<QuicTransportConfig> + Send + Sync>;
@@ -33,7 +31,7 @@ pub struct Certificates {
     /// One replacement at a time, so the published hash is the installed one.
     busy: tokio::sync::Mutex<()>,
     source: CertSource,
-    endpoints: Vec<Arc<ServerEndpoint>>,
+    endpoints: Vec<ServerEndpoint>,
     transport: TransportFactory,
     hashes: PinnedHashes,
     /// The files as last loaded (or last found unloadable), to notice a change.
@@ -61,7 +59,7 @@ impl Certificates {
     /// transport `transport` makes; `hashes` is what the sidecar publishes.
     pub fn new(
         source: CertSource,
-        endpoints: Vec<Arc<ServerEndpoint>>,
+        endpoints: Vec<ServerEndpoint>,
         transport: TransportFactory,
         hashes: PinnedHashes,
     ) -> Arc<Certificates> {
@@ -108,12 +106,9 @@ impl Certificates {
     /// Puts `identity` on every endpoint and publishes its hash.
     fn install(&self, identity: &TlsIdentity) -> anyhow::Result<()> {
         for endpoint in &self.endpoints {
-            // Without a rebind, the bind part of the configuration is ignored.
-            let builder = ServerConfig::builder().with_bind_default(0);
-            let config = crate::server::tls_config(builder, identity, (self.transport)()?)?;
-            endpoint
-                .reload_config(config, false)
+            let config = crate::server::endpoint_config(identity, (self.transport)()?)
                 .context("reloading TLS")?;
+            endpoint.set_server_config(Some(config));
         }
         if let Ok(mut pinned) = self.hashes.write() {
             *pinned = identity.pinned_hash.into_iter().collect();

@@ -77,7 +77,7 @@ impl Drop for OutboundReader {
 pub enum Link {
     /// A WebTransport session: its writer puts frames on the signaling
     /// stream; datagrams go straight out.
-    WebTransport(wtransport::Connection),
+    WebTransport(crate::webtransport::Datagrams),
     /// A WebSocket session (PROTOCOL section 7): frames and datagrams both go
     /// through the queue, in order.
     WebSocket {
@@ -296,14 +296,6 @@ impl Peer {
         self.id
     }
 
-    /// The session's WebTransport connection (none for a WebSocket).
-    pub fn connection(&self) -> Option<&wtransport::Connection> {
-        match &self.link {
-            Link::WebTransport(connection) => Some(connection),
-            Link::WebSocket { .. } => None,
-        }
-    }
-
     /// The budget `item` is charged to: its counter, its cost and its limit.
     fn budget(&self, item: &Outbound) -> (&AtomicUsize, usize, usize) {
         match item {
@@ -422,7 +414,7 @@ impl Peer {
     /// keeps it still.
     pub fn stream_frames_sent(&self) -> u64 {
         match &self.link {
-            Link::WebTransport(connection) => connection.quic_connection().stats().frame_tx.stream,
+            Link::WebTransport(datagrams) => datagrams.connection().stats().frame_tx.stream,
             Link::WebSocket { written } => written.load(Ordering::Relaxed),
         }
     }
@@ -488,7 +480,7 @@ impl Peer {
     /// datagram may be lost).
     pub fn deliver_datagram(&self, payload: Bytes, is_chat: bool, ack_cap: u32) {
         let sent = match &self.link {
-            Link::WebTransport(connection) => connection.send_datagram(payload).is_ok(),
+            Link::WebTransport(datagrams) => datagrams.send(&payload).is_ok(),
             Link::WebSocket { .. } => self.try_enqueue(Outbound::Datagram(payload)).is_ok(),
         };
         if sent && is_chat {

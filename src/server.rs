@@ -1,5 +1,6 @@
-//! The server: WebTransport endpoints (one per bind address), the HTTP
-//! sidecar, certificate renewal and graceful shutdown.
+//! The server: WebTransport endpoints (one per bind address: quinn, with
+//! [`crate::webtransport`] on each connection), the HTTP sidecar,
+//! certificate renewal and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -10,9 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wtransport::config::QuicTransportConfig;
-use wtransport::config::ServerConfigBuilder;
-use wtransport::config::states::WantsIdentity;
-use wtransport::{Endpoint, ServerConfig};
+use wtransport::quinn::{self, VarInt};
 
 use crate::certs::{Certificates, ServerEndpoint};
 use crate::cluster::heartbeat::Announcement;
@@ -28,6 +27,7 @@ use crate::session::{self, Limits};
 use crate::tls::{self, CertSource, TlsIdentity};
 use crate::transport;
 use crate::websocket::WebSocketSessions;
+use crate::webtransport;
 
 /// Connection attempts quinn may hold before the accept loop decides them.
 const INCOMING_QUEUE: usize = 4096;
@@ -52,7 +52,7 @@ pub struct Server {
     drain: Duration,
     sessions: TaskTracker,
     tasks: Vec<JoinHandle<()>>,
-    endpoints: Vec<Arc<ServerEndpoint>>,
+    endpoints: Vec<ServerEndpoint>,
     certificates: Arc<Certificates>,
 }
 
@@ -112,10 +112,8 @@ impl Server {
         let mut port = config.port;
         for &ip in &config.bind {
             let socket = transport::bind_udp(ip, port, config.udp_buffer_bytes)?;
-            let builder = ServerConfig::builder().with_bind_socket(socket);
             let transport = transport::transport_config(idle_timeout, keep_alive)?;
-            let server_config = tls_config(builder, &identity, transport)?;
-            let endpoint = Arc::new(Endpoint::server(server_config)?);
+            let endpoint = webtransport::endpoint(socket, endpoint_config(&identity, transport)?)?;
             let addr = endpoint.local_addr()?;
             port = addr.port();
             quic_addrs.push(addr);
@@ -328,7 +326,7 @@ impl Server {
         }
         for endpoint in &self.endpoints {
             endpoint.close(
-                wtransport::VarInt::from_u32(CloseCode::ShuttingDown.code()),
+                VarInt::from_u32(CloseCode::ShuttingDown.code()),
                 b"server shutting down",
             );
         }
@@ -355,22 +353,18 @@ fn display_host(addr: SocketAddr) -> String {
     }
 }
 
-/// The endpoint configuration for `identity` with `transport`.
-pub(crate) fn tls_config(
-    builder: ServerConfigBuilder<WantsIdentity>,
+/// The endpoints' configuration for `identity` with `transport`.
+pub(crate) fn endpoint_config(
     identity: &TlsIdentity,
     transport: QuicTransportConfig,
-) -> anyhow::Result<ServerConfig> {
+) -> anyhow::Result<quinn::ServerConfig> {
     let tls = tls::server_tls_config(&identity.identity)?;
-    let mut config = builder
-        .with_custom_tls_and_transport(tls, transport)
-        .allow_migration(false)
-        .build();
+    let mut config = webtransport::server_config(tls, transport)?;
     // Every connection attempt is decided on its first packet (see
     // `accept_loop`), so few wait undecided; what they may buffer meanwhile
     // (early data) stays small.
     config
-        .quic_config_mut()
+        .migration(false)
         .max_incoming(INCOMING_QUEUE)
         .incoming_buffer_size(INCOMING_BUFFER)
         .incoming_buffer_size_total(INCOMING_QUEUE as u64 * INCOMING_BUFFER / 16);
@@ -381,7 +375,7 @@ pub(crate) fn tls_config(
 /// decided by the front door at once, and a handshake it lets through runs
 /// in its own task.
 async fn accept_loop(
-    endpoint: Arc<ServerEndpoint>,
+    endpoint: ServerEndpoint,
     hub: Arc<Hub>,
     limits: Limits,
     door: Arc<FrontDoor>,
@@ -392,7 +386,10 @@ async fn accept_loop(
         let incoming = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            incoming = endpoint.accept() => incoming,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
         };
         let remote = incoming.remote_address();
         let arrival = door.arrive(remote, incoming.remote_address_validated());
@@ -404,7 +401,13 @@ async fn accept_loop(
             Arrival::Proceed(slot) => {
                 sessions.spawn(session::serve(incoming, slot, hub.clone(), limits));
             }
-            Arrival::Retry => incoming.retry(),
+            // The front door asks for a retry only of an unvalidated
+            // address, so this cannot fail; if it did, the attempt is dropped.
+            Arrival::Retry => {
+                if let Err(error) = incoming.retry() {
+                    error.into_incoming().ignore();
+                }
+            }
             Arrival::Refuse => incoming.refuse(),
             Arrival::Ignore => incoming.ignore(),
         }

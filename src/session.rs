@@ -13,8 +13,7 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug};
-use wtransport::endpoint::IncomingSession;
-use wtransport::{Connection, RecvStream, SendStream, VarInt};
+use wtransport::quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 
 use crate::codec::{FrameDecoder, encode_frame};
 use crate::frontdoor::{FrontDoor, HandshakeSlot, Pass, Refused, SourceSeat};
@@ -22,13 +21,12 @@ use crate::hub::{Hub, NotAdmitted};
 use crate::metrics;
 use crate::peer::{Link, OutboundReader, Peer};
 use crate::protocol::{CloseCode, MAX_CLOSE_REASON_LEN, ServerMsg};
+use crate::webtransport::{self, Event, Session};
 use input::Input;
 use outbound::{Drain, Unit};
 
 /// How long the final `Closing` frame may take to be acknowledged.
 pub(crate) const CLOSING_GRACE: Duration = Duration::from_secs(1);
-/// Stream error code used to refuse extra streams.
-const REFUSED_STREAM: u32 = 0x10;
 /// Most frames, and bytes, taken off the queue for one write.
 const MAX_BATCH: usize = 64;
 pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024;
@@ -52,7 +50,7 @@ pub struct Limits {
 /// Everything it logs is inside a `session` span carrying its id and its
 /// current match id, and its writer logs each match it enters, so one
 /// person's story can be followed (at debug level; nothing personal at info).
-pub async fn serve(incoming: IncomingSession, slot: HandshakeSlot, hub: Arc<Hub>, limits: Limits) {
+pub async fn serve(incoming: Incoming, slot: HandshakeSlot, hub: Arc<Hub>, limits: Limits) {
     let span = tracing::info_span!(
         "session",
         id = tracing::field::Empty,
@@ -68,15 +66,18 @@ pub async fn serve(incoming: IncomingSession, slot: HandshakeSlot, hub: Arc<Hub>
 }
 
 /// Runs the handshake up to the signaling stream, within the front door's
-/// timeout: the connection, the stream, and the session's seat in its
+/// timeout: the QUIC handshake, HTTP/3's SETTINGS and the CONNECT request
+/// ([`webtransport::handshake`]), the front door's decision on it, then the
+/// session and its signaling stream, with the session's seat in its
 /// source's share; `None` if it was refused or timed out (and counted).
 async fn handshake(
-    incoming: IncomingSession,
+    incoming: Incoming,
     slot: HandshakeSlot,
-) -> Option<(Connection, SendStream, RecvStream, SourceSeat)> {
+) -> Option<(Session, SendStream, RecvStream, SourceSeat)> {
     let door = slot.door().clone();
     let deadline = Instant::now() + door.handshake_timeout();
-    let request = match timeout_at(deadline, incoming).await {
+    let set_up = async { webtransport::handshake(incoming.await?).await };
+    let request = match timeout_at(deadline, set_up).await {
         Ok(Ok(request)) => request,
         Ok(Err(error)) => {
             debug!(%error, "handshake failed");
@@ -109,41 +110,39 @@ async fn handshake(
             return None;
         }
     };
-    let connection = match timeout_at(deadline, request.accept()).await {
-        Ok(Ok(connection)) => connection,
+    let mut session = match timeout_at(deadline, request.accept()).await {
+        Ok(Ok(session)) => session,
         _ => {
             metrics::handshake("failed");
             return None;
         }
     };
-    match timeout_at(deadline, connection.accept_bi()).await {
-        Ok(Ok((send, recv))) => Some((connection, send, recv, seat)),
+    match timeout_at(deadline, session.accept_stream()).await {
+        Ok(Ok((send, recv))) => Some((session, send, recv, seat)),
         _ => {
             metrics::handshake("no_stream");
-            // Closed explicitly: a half-open stream would otherwise keep the
-            // connection (and its keep-alives) going.
-            connection.close(
-                VarInt::from_u32(CloseCode::ProtocolViolation.code()),
-                b"no signaling stream",
-            );
+            // Closed explicitly: a half-open session would otherwise keep
+            // the connection (and its keep-alives) going.
+            session.close(CloseCode::ProtocolViolation.code(), b"no signaling stream");
             None
         }
     }
 }
 
 async fn serve_inner(
-    incoming: IncomingSession,
+    incoming: Incoming,
     slot: HandshakeSlot,
     hub: Arc<Hub>,
     limits: Limits,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let door = slot.door().clone();
-    let Some((connection, mut send, recv, _seat)) = handshake(incoming, slot).await else {
+    let Some((mut session, mut send, recv, _seat)) = handshake(incoming, slot).await else {
         return Ok(());
     };
+    let connection = session.connection().clone();
 
-    let link = Link::WebTransport(connection.clone());
+    let link = Link::WebTransport(session.datagrams());
     let (peer, outbound) = match enter(&door, &hub, link, limits) {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -155,15 +154,14 @@ async fn serve_inner(
     metrics::session_set_up(started.elapsed());
     tracing::Span::current().record("id", peer.id());
     debug!(remote = %connection.remote_address(), "session open");
-    let writer = tokio::spawn(
-        write_loop(peer.clone(), connection.clone(), send, outbound).in_current_span(),
-    );
+    let writer =
+        tokio::spawn(write_loop(peer.clone(), connection, send, outbound).in_current_span());
     {
         let _leave = Admitted {
             hub: &hub,
             peer: &peer,
         };
-        read_loop(&peer, &connection, &hub, recv, limits).await;
+        read_loop(&peer, &mut session, &hub, recv, limits).await;
     }
     let _ = writer.await;
     debug!("session closed");
@@ -227,11 +225,12 @@ impl Drop for Admitted<'_> {
 }
 
 /// Reads frames and datagrams until the client goes away or a close is
-/// requested, and refuses every stream after the signaling stream (here
-/// rather than in a task of its own: one task less per session).
+/// requested. The session's own events come from [`Session::next`], which
+/// also refuses every stream after the signaling stream and keeps reading
+/// HTTP/3's control streams.
 async fn read_loop(
     peer: &Arc<Peer>,
-    connection: &Connection,
+    session: &mut Session,
     hub: &Hub,
     mut recv: RecvStream,
     limits: Limits,
@@ -242,11 +241,6 @@ async fn read_loop(
     // unregister) a waiter each time.
     let closing = peer.close_requested();
     tokio::pin!(closing);
-    // Pinned once and renewed only when one completes, so a wake-up for a
-    // frame does not register new waiters for extra streams.
-    let refused = VarInt::from_u32(REFUSED_STREAM);
-    let mut extra_bi = std::pin::pin!(connection.accept_bi());
-    let mut extra_uni = std::pin::pin!(connection.accept_uni());
     loop {
         while !peer.is_closing() {
             match decoder.next_frame() {
@@ -267,24 +261,15 @@ async fn read_loop(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
-            datagram = connection.receive_datagram() => match datagram {
-                Ok(datagram) => input.datagram(peer, datagram.payload()),
-                Err(_) => return,
-            },
-            bi = &mut extra_bi => match bi {
-                Ok((mut send, recv)) => {
-                    recv.stop(refused);
-                    let _ = send.reset(refused);
-                    extra_bi.set(connection.accept_bi());
+            event = session.next() => match event {
+                Event::Datagram(datagram) => input.datagram(peer, datagram),
+                Event::Closed(closed) => {
+                    debug!(%closed, "session ended by the connection");
+                    return;
                 }
-                Err(_) => return,
-            },
-            uni = &mut extra_uni => match uni {
-                Ok(recv) => {
-                    recv.stop(refused);
-                    extra_uni.set(connection.accept_uni());
-                }
-                Err(_) => return,
+                // Only the first stream is handed over, as the signaling
+                // stream; the layer refuses every later one itself.
+                Event::Stream(..) => {}
             },
         }
     }
@@ -328,7 +313,7 @@ async fn write_loop(
         lengths.clear();
         lengths.extend(batch.iter().map(Bytes::len));
         let result = {
-            let mut write = std::pin::pin!(send.quic_stream_mut().write_all_chunks(&mut batch));
+            let mut write = std::pin::pin!(send.write_all_chunks(&mut batch));
             tokio::select! {
                 biased;
                 result = &mut write => (result.is_ok(), false),
@@ -388,8 +373,10 @@ async fn close_with_closing(
         });
         let deadline = Instant::now() + CLOSING_GRACE;
         let _ = timeout_at(deadline, async {
-            send.write_all(&frame).await?;
-            send.finish().await
+            if send.write_all(&frame).await.is_ok() && send.finish().is_ok() {
+                // Acknowledged (or stopped by the client).
+                let _ = send.stopped().await;
+            }
         })
         .await;
     }

@@ -91,6 +91,11 @@ fn registry_ops_corpus() {
     replay("registry_ops");
 }
 
+#[test]
+fn webtransport_input_corpus() {
+    replay("webtransport_input");
+}
+
 /// Every seed passes its target's check (whether or not minimising the
 /// corpus kept it) and every target has seeds.
 #[test]
@@ -472,5 +477,73 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 .collect::<Vec<_>>(),
         ),
     );
+    for (name, bytes) in webtransport_inputs() {
+        seed("webtransport_input", name, bytes);
+    }
     seeds
+}
+
+/// What a WebTransport client sends beside its signaling stream, as
+/// `webtransport_input` reads it: a client's SETTINGS on its control stream
+/// (and a GOAWAY after them), the CONNECT request (with an origin and a
+/// join token) then its CLOSE_WEBTRANSPORT_SESSION capsule, and datagrams.
+fn webtransport_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    use wtransport_proto::bytes::BufferWriter;
+    use wtransport_proto::session::SessionRequest;
+    use wtransport_proto::settings::Settings;
+    use wtransport_proto::varint::VarInt;
+
+    let write = |frame: wtransport_proto::frame::Frame| {
+        let mut bytes = vec![0; frame.write_size()];
+        frame
+            .write_to_buffer(&mut BufferWriter::new(&mut bytes))
+            .expect("sized");
+        bytes
+    };
+    let settings = write(
+        Settings::builder()
+            .qpack_max_table_capacity(VarInt::from_u32(0))
+            .enable_webtransport()
+            .enable_h3_datagrams()
+            .webtransport_max_sessions(VarInt::from_u32(16))
+            .build()
+            .generate_frame(),
+    );
+    let mut request =
+        SessionRequest::new("https://localhost:4433/signal?token=abc.def").expect("a URL");
+    request
+        .insert("origin", "http://localhost:8080")
+        .expect("not reserved");
+    let headers = write(request.headers().generate_frame());
+    // DATA frame: CLOSE_WEBTRANSPORT_SESSION (0x2843), code 4000, "bye".
+    let mut close = vec![0x00, 0x0a, 0x68, 0x43, 0x07];
+    close.extend_from_slice(&4000u32.to_be_bytes());
+    close.extend_from_slice(b"bye");
+    let chat = encode(&Datagram::Chat {
+        match_id: 1,
+        seq: 0,
+        text: "hi".into(),
+    });
+    let with = |head: &[u8], parts: &[&[u8]]| {
+        let mut bytes = head.to_vec();
+        parts.iter().for_each(|part| bytes.extend_from_slice(part));
+        bytes
+    };
+    vec![
+        ("control_settings", with(&[0, 255], &[&settings])),
+        (
+            "control_settings_goaway_split",
+            with(&[0, 2], &[&settings, &[0x07, 0x01, 0x00]]),
+        ),
+        ("connect_request", with(&[1, 255], &[&headers])),
+        (
+            "connect_request_close_split",
+            with(&[1, 6], &[&headers, &close]),
+        ),
+        ("datagram_chat", with(&[2, 0], &[&[0x00], &chat])),
+        (
+            "datagram_long_prefix",
+            with(&[2, 1], &[&[0x40, 0x01], &chat]),
+        ),
+    ]
 }

@@ -13,6 +13,9 @@
 //!   byte-rewritten frame against the server's own encoding.
 //! - [`datagram`]: bytes as a `Datagram`, the same round trip.
 //! - [`registry_ops`]: a sequence of registry operations against a model.
+//! - [`webtransport_input`]: what a WebTransport peer sends beside the
+//!   signaling stream (HTTP/3 control and CONNECT stream bytes, datagram
+//!   prefixes) through `webtransport::wire`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -25,6 +28,9 @@ use quicmatch::protocol::{
 use quicmatch::registry::{
     AtCapacity, Event, RefusedError, Registry, SessionId, Stats, validate_profile,
 };
+use quicmatch::webtransport::wire::{
+    self, ConnectEvent, ConnectStream, ControlStream, FrameBuffer, RawFrame,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,11 +39,12 @@ pub type Check = fn(&[u8]);
 
 /// Every target, by the name of its binary in `fuzz/Cargo.toml` and its
 /// corpus directory `fuzz/corpus/<name>/`.
-pub const TARGETS: [(&str, Check); 4] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("frame_decoder", frame_decoder),
     ("client_msg", client_msg),
     ("datagram", datagram),
     ("registry_ops", registry_ops),
+    ("webtransport_input", webtransport_input),
 ];
 
 /// The fuzzer's bytes, taken from the front.
@@ -745,4 +752,101 @@ impl Model {
             female_queue: self.queues[1].len(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// WebTransport's HTTP/3 input
+
+/// Input: `[what] [chunk] bytes`. `what % 3` says what the bytes are: the
+/// peer's control stream after its type byte (0), the CONNECT stream (1),
+/// or a datagram of the session on stream `4 * chunk` (2). Streams are fed
+/// to a `FrameBuffer` in chunks of `chunk + 1` bytes, taking every whole
+/// frame after each, as the layer reads them.
+///
+/// Checks: chunking changes neither the frames nor where an oversized one
+/// is refused; every frame is within `MAX_FRAME`; the control stream yields
+/// SETTINGS at most once, and only as its first frame; the CONNECT stream
+/// yields at most one request, first, and a close only after it; a
+/// datagram's payload offset is exactly its prefix, a varint naming the
+/// session.
+pub fn webtransport_input(data: &[u8]) {
+    let mut input = Input(data);
+    let what = input.byte() % 3;
+    let chunk = input.byte();
+    let bytes = input.0;
+    if what == 2 {
+        let stream = u64::from(chunk) * 4;
+        let session = wire::session_id(stream).expect("a client bidirectional stream");
+        if let Some(offset) = wire::datagram_offset(bytes, session) {
+            let prefix = &bytes[..offset];
+            assert!((1..=8).contains(&offset), "prefix of {offset} bytes");
+            assert_eq!(wire::varint(prefix), Some(stream / 4), "prefix {prefix:?}");
+        }
+        return;
+    }
+    let (frames, refused) = h3_frames(bytes, usize::from(chunk) + 1);
+    let (whole, whole_refused) = h3_frames(bytes, usize::MAX);
+    assert_eq!(frames, whole, "chunking changed the frames");
+    assert_eq!(refused, whole_refused, "chunking changed the refusal");
+    for (_, payload) in &frames {
+        assert!(payload.len() <= wire::MAX_FRAME);
+    }
+    if what == 0 {
+        let mut control = ControlStream::default();
+        for (i, frame) in frames.into_iter().enumerate() {
+            match control.frame(frame) {
+                Ok(Some(_)) => assert_eq!(i, 0, "SETTINGS after the first frame"),
+                Ok(None) => assert!(i > 0, "a first frame that is not SETTINGS passed"),
+                Err(_) => break,
+            }
+        }
+        return;
+    }
+    let mut connect = ConnectStream::default();
+    let mut requested = false;
+    for frame in frames {
+        match connect.frame(frame) {
+            Ok(Some(ConnectEvent::Request(headers))) => {
+                assert!(!requested, "a second request");
+                requested = true;
+                if let Ok(request) = wire::session_request(headers) {
+                    let _ = (request.path(), request.origin(), request.authority());
+                }
+            }
+            Ok(Some(ConnectEvent::Closed { .. })) => {
+                assert!(requested, "closed before the request");
+                return;
+            }
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+    if refused.is_none() {
+        assert_eq!(
+            connect.finished().is_ok(),
+            requested,
+            "FIN before the request"
+        );
+    }
+}
+
+/// Whole frames of `bytes` fed `chunk` bytes at a time, and whether (after
+/// how many frames) an oversized one was refused.
+fn h3_frames(bytes: &[u8], chunk: usize) -> (Vec<RawFrame>, Option<usize>) {
+    let mut buffer = FrameBuffer::default();
+    let mut frames = Vec::new();
+    for piece in bytes.chunks(chunk.min(bytes.len()).max(1)) {
+        buffer.extend(piece);
+        loop {
+            match buffer.take() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(_) => {
+                    let taken = frames.len();
+                    return (frames, Some(taken));
+                }
+            }
+        }
+    }
+    (frames, None)
 }

@@ -1,38 +1,46 @@
-//! A thin server side of WebTransport over HTTP/3, directly on quinn
-//! (prototype; issue 12's memory goal).
+//! The server side of WebTransport over HTTP/3, directly on quinn: what
+//! the WebTransport endpoints run on every connection.
 //!
-//! wtransport 0.7 gives every connection a worker task, three bounded
-//! channels and a task per incoming stream; this layer gives it none of its
-//! own. The caller's one task per connection drives everything: it calls
-//! [`handshake`] (our control stream and SETTINGS out, the peer's control
-//! stream, SETTINGS and QPACK streams in, the CONNECT request), decides on
-//! the [`Request`] (origin, path, headers → 200, or 403 / 404 / 429), and
-//! then polls [`Session::next`] beside its own reads: that yields the first
-//! WebTransport bidirectional stream (the signaling stream, as plain
-//! `quinn` streams), datagrams with their quarter-stream-id prefix stripped,
-//! and the session's end, and meanwhile refuses every further stream
-//! (STOP_SENDING / RESET_STREAM with [`REFUSED_STREAM`], as quicmatch does
-//! on wtransport) and keeps reading the HTTP/3 control streams. The caller
-//! owns the `quinn::Connection` and the streams; there are no channels.
+//! Why not a WebTransport library's server: wtransport 0.7 gives every
+//! connection a worker task, three bounded channels and a task per incoming
+//! stream, about 28 KiB a session (docs/performance.md §11); this layer
+//! gives it none of its own. The session's task drives everything: it
+//! calls [`handshake`] (our control stream and SETTINGS out, the peer's
+//! control stream, SETTINGS and QPACK streams in, the CONNECT request),
+//! decides on the [`Request`] (origin, path, headers → 200, or 403 / 404 /
+//! 429), waits for the signaling stream ([`Session::accept_stream`]) and
+//! then polls [`Session::next`] beside its own reads: datagrams with their
+//! quarter-stream-id prefix stripped, and the session's end. Meanwhile it
+//! refuses every further stream (STOP_SENDING / RESET_STREAM with
+//! [`REFUSED_STREAM`]) and keeps reading the HTTP/3 control streams. The
+//! caller owns the `quinn::Connection` and the streams; there are no
+//! channels.
 //!
-//! On the wire it does what wtransport 0.7.2's server does (so every client
-//! that works with it works here): the same SETTINGS (QPACK dynamic table
-//! 0, extended CONNECT, `ENABLE_WEBTRANSPORT` and `WEBTRANSPORT_MAX_SESSIONS`
-//! = 1, `H3_DATAGRAM`), a response of `:status` only, a session close as a
-//! QUIC `CONNECTION_CLOSE` with the application's code and reason
-//! ([`Session::close`], what `wtransport::Connection::close` does), and a
-//! peer's CLOSE_WEBTRANSPORT_SESSION capsule (or FIN on the CONNECT stream)
-//! answered by closing the connection with `H3_NO_ERROR`. Codecs (frames,
-//! SETTINGS, QPACK with the static table, capsules, datagram prefix) are
-//! wtransport-proto's.
+//! The layer is a sans-I/O parser ([`wire`]: frames, SETTINGS, the request,
+//! capsules, stream types, datagram prefixes; fuzzed as
+//! `webtransport_input`) under a poll-driven reader of quinn's streams
+//! (`h3`). Codecs (frames, SETTINGS, QPACK with the static table,
+//! capsules) are wtransport-proto's.
 //!
-//! Not done (prototype): a second session on one connection (refused with
-//! `H3_REQUEST_REJECTED`), WebTransport unidirectional streams (refused),
-//! GOAWAY on shutdown, validation of the peer's SETTINGS (wtransport does
-//! none either).
+//! On the wire it does what wtransport 0.7.2's server does, so every client
+//! that works with one works with the other (browsers, wtransport's client
+//! and so the native client and the load generator): the same SETTINGS
+//! (QPACK dynamic table 0, extended CONNECT, `ENABLE_WEBTRANSPORT` and
+//! `WEBTRANSPORT_MAX_SESSIONS` = 1, `H3_DATAGRAM`), a response of
+//! `:status` only, a session close as a QUIC `CONNECTION_CLOSE` with the
+//! application's code and reason ([`Session::close`]), and a peer's
+//! CLOSE_WEBTRANSPORT_SESSION capsule (or FIN on the CONNECT stream)
+//! answered by closing the connection with `H3_NO_ERROR`. What quicmatch
+//! does not need is refused rather than implemented: a second session on
+//! one connection (`H3_REQUEST_REJECTED`), WebTransport unidirectional
+//! streams, and streams opened before the session is accepted. The peer's
+//! SETTINGS are parsed but not checked (a client that cannot do
+//! WebTransport never sends the CONNECT). Shutdown closes connections with
+//! `Closing` and the application's code rather than a GOAWAY.
 
 mod h3;
 mod session;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -51,18 +59,24 @@ pub use session::{Closed, Datagrams, Event, Session};
 
 use h3::{H3, Stop};
 
-/// A quinn server endpoint on `socket` with quicmatch's TLS and transport
-/// settings (the same quinn configuration wtransport builds from them).
-pub fn endpoint(
-    socket: std::net::UdpSocket,
+/// The quinn server configuration for `tls` (its ALPN must offer `h3`)
+/// and `transport`; the caller adds its own endpoint policy (migration,
+/// limits on undecided connection attempts).
+pub fn server_config(
     tls: rustls::ServerConfig,
     transport: quinn::TransportConfig,
-    migration: bool,
-) -> anyhow::Result<quinn::Endpoint> {
+) -> anyhow::Result<quinn::ServerConfig> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
-    config.migration(migration);
+    Ok(config)
+}
+
+/// A quinn server endpoint on `socket` serving `config`.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    config: quinn::ServerConfig,
+) -> anyhow::Result<quinn::Endpoint> {
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(config),
@@ -90,10 +104,10 @@ pub enum Error {
 fn fail(connection: &quinn::Connection, stop: Stop) -> Error {
     match stop {
         Stop::Lost(lost) => Error::Lost(lost),
-        Stop::Protocol(code) => {
-            let code = code.to_code().into_inner();
-            connection.close(VarInt::from_u64(code).expect("an H3 code"), b"");
-            Error::Protocol(code)
+        Stop::Protocol(error) => {
+            let code = h3::code(error);
+            connection.close(code, b"");
+            Error::Protocol(code.into_inner())
         }
     }
 }
@@ -129,7 +143,11 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
         .map_err(|stop| fail(&connection, stop))?;
     let mut settings = None;
     let mut headers = None;
-    while settings.is_none() || headers.is_none() {
+    let (settings, headers) = loop {
+        match (settings, headers) {
+            (Some(settings), Some(headers)) => break (settings, headers),
+            (got_settings, got_headers) => (settings, headers) = (got_settings, got_headers),
+        }
         match step(&connection, &mut h3, false).await {
             Step::H3(Ok(h3::Event::Settings(got))) => settings = Some(got),
             Step::H3(Ok(h3::Event::Request(got))) => headers = Some(got),
@@ -146,26 +164,17 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
             }
             Step::Datagram(Ok(_)) => {}
         }
-    }
-    let (Some(settings), Some(headers)) = (settings, headers) else {
-        unreachable!("the loop ends with both");
     };
-    let request = match SessionRequest::try_from(headers) {
-        Ok(request) => request,
-        Err(_) => return Err(fail(&connection, Stop::Protocol(ErrorCode::Message))),
-    };
-    let connect_id = h3
+    let request =
+        wire::session_request(headers).map_err(|error| fail(&connection, Stop::Protocol(error)))?;
+    // The request came on the CONNECT stream, whose id names the session.
+    let session_id = h3
         .connect_id()
-        .expect("a request came on the CONNECT stream");
-    let session_id =
-        wtransport_proto::varint::VarInt::try_from_u64(VarInt::from(connect_id).into_inner())
-            .ok()
-            .map(wtransport_proto::ids::StreamId::new)
-            .and_then(|stream| SessionId::try_from_session_stream(stream).ok())
-            .ok_or_else(|| fail(&connection, Stop::Protocol(ErrorCode::Id)))?;
+        .and_then(|id| wire::session_id(VarInt::from(id).into_inner()))
+        .ok_or_else(|| fail(&connection, Stop::Protocol(ErrorCode::Id)))?;
     let send = h3
         .take_connect_send()
-        .expect("the CONNECT stream's sending half");
+        .ok_or_else(|| fail(&connection, Stop::Protocol(ErrorCode::ClosedCriticalStream)))?;
     Ok(Request {
         connection,
         h3,

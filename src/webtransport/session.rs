@@ -3,11 +3,12 @@
 
 use bytes::Bytes;
 use wtransport::quinn::{self, VarInt};
-use wtransport_proto::bytes::{BufferReader, BufferWriter, BytesReader, BytesWriter};
+use wtransport_proto::bytes::{BufferWriter, BytesWriter};
 use wtransport_proto::error::ErrorCode;
 use wtransport_proto::ids::{QStreamId, SessionId};
 
 use super::h3::{self, H3};
+use super::wire;
 use super::{Step, fail, refuse, step};
 
 /// What [`Session::next`] has to say.
@@ -100,7 +101,7 @@ pub struct Session {
     /// The CONNECT stream's sending half, open while the session is.
     _connect: quinn::SendStream,
     session_id: SessionId,
-    prefix: Prefix,
+    datagrams: Datagrams,
     /// The first stream was handed over.
     streamed: bool,
     /// The session is over.
@@ -115,11 +116,14 @@ impl Session {
         session_id: SessionId,
     ) -> Session {
         Session {
+            datagrams: Datagrams {
+                connection: connection.clone(),
+                prefix: Prefix::of(session_id),
+            },
             connection,
             h3,
             _connect: connect,
             session_id,
-            prefix: Prefix::of(session_id),
             streamed: false,
             closed: None,
         }
@@ -132,19 +136,12 @@ impl Session {
 
     /// A sender of this session's datagrams.
     pub fn datagrams(&self) -> Datagrams {
-        Datagrams {
-            connection: self.connection.clone(),
-            prefix: self.prefix,
-        }
+        self.datagrams.clone()
     }
 
     /// Sends `payload` as one datagram of the session.
     pub fn send_datagram(&self, payload: &[u8]) -> Result<(), quinn::SendDatagramError> {
-        let prefix = self.prefix.as_slice();
-        let mut datagram = Vec::with_capacity(prefix.len() + payload.len());
-        datagram.extend_from_slice(prefix);
-        datagram.extend_from_slice(payload);
-        self.connection.send_datagram(datagram.into())
+        self.datagrams.send(payload)
     }
 
     /// Closes the session: a QUIC `CONNECTION_CLOSE` with the application's
@@ -153,31 +150,40 @@ impl Session {
         self.connection.close(VarInt::from_u32(code), reason);
     }
 
-    /// Waits for the session's first bidirectional stream, dropping any
-    /// datagram that comes before it.
+    /// Waits for the session's first bidirectional stream. Datagrams that
+    /// come first stay in quinn's receive buffer for [`Session::next`].
     pub async fn accept_stream(
         &mut self,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), Closed> {
         loop {
-            match self.next().await {
+            match self.next_of(false).await {
                 Event::Stream(send, recv) => return Ok((send, recv)),
-                Event::Datagram(_) => {}
                 Event::Closed(closed) => return Err(closed),
+                // Not read while waiting for the stream: never comes.
+                Event::Datagram(_) => {}
             }
         }
     }
 
     /// The next stream, datagram or the end. Cancel-safe.
     pub async fn next(&mut self) -> Event {
+        self.next_of(true).await
+    }
+
+    /// The next stream, datagram (if `datagrams`) or the end.
+    async fn next_of(&mut self, datagrams: bool) -> Event {
         loop {
             if let Some(closed) = &self.closed {
                 return Event::Closed(closed.clone());
             }
-            match step(&self.connection, &mut self.h3, true).await {
+            match step(&self.connection, &mut self.h3, datagrams).await {
                 Step::Datagram(Ok(datagram)) => {
                     tracing::trace!(len = datagram.len(), "datagram");
-                    if let Some(payload) = self.strip(datagram) {
-                        return Event::Datagram(payload);
+                    // A prefix that is not a quarter stream id is an
+                    // `H3_DATAGRAM_ERROR` (RFC 9297 §2.1) in principle; it
+                    // is dropped, as is one of another session.
+                    if let Some(offset) = wire::datagram_offset(&datagram, self.session_id) {
+                        return Event::Datagram(datagram.slice(offset..));
                     }
                 }
                 Step::H3(Ok(h3::Event::Bi {
@@ -193,9 +199,7 @@ impl Session {
                     refuse(&mut send, recv);
                 }
                 Step::H3(Ok(h3::Event::Closed { code, reason })) => {
-                    let code_h3 = ErrorCode::NoError.to_code().into_inner();
-                    self.connection
-                        .close(VarInt::from_u64(code_h3).expect("an H3 code"), b"");
+                    self.connection.close(h3::code(ErrorCode::NoError), b"");
                     self.closed = Some(Closed::Peer { code, reason });
                 }
                 // A second SETTINGS or request is caught in `h3`; these are
@@ -215,18 +219,5 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// A datagram's payload if it belongs to this session. A prefix that
-    /// is not a quarter stream id is an `H3_DATAGRAM_ERROR` (RFC 9297 §2.1)
-    /// in principle; like wtransport 0.7 we would close, here we drop it.
-    fn strip(&self, datagram: Bytes) -> Option<Bytes> {
-        let mut reader = BufferReader::new(&datagram);
-        let id = reader.get_varint()?;
-        if id != QStreamId::from_session_id(self.session_id).into_varint() {
-            return None;
-        }
-        let offset = reader.offset();
-        Some(datagram.slice(offset..))
     }
 }

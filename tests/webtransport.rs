@@ -1,5 +1,6 @@
-//! The thin WebTransport layer (`quicmatch::webtransport`, prototype) with
-//! real clients:
+//! The server's WebTransport layer (`quicmatch::webtransport`) on its own,
+//! with real clients (the server's own tests exercise it through the whole
+//! server):
 //!
 //! - `layer_with_the_wtransport_client`: an in-process server on the layer
 //!   against wtransport's own client: a stream and a datagram echoed, 403 /
@@ -11,12 +12,15 @@
 //!   a chat datagram delivered and acknowledged, ping.
 //! - `chromium_through_thin_floor` / `firefox_through_thin_floor`: headless
 //!   browsers open WebTransport sessions to thin_floor with
-//!   `serverCertificateHashes` and run `tests/thin/browser_harness.js`.
+//!   `serverCertificateHashes` and run `tests/webtransport/browser_harness.js`.
 //!   Skipped (with a `SKIPPED` line) without the browser.
 //!
 //! thin_floor is the example binary that `cargo test` builds beside this
 //! test (`target/<profile>/examples/thin_floor`), run on 127.0.0.1 port 0.
 
+#[path = "common/required.rs"]
+#[allow(dead_code)]
+mod required;
 #[path = "browser/setup.rs"]
 #[allow(dead_code)]
 mod setup;
@@ -119,12 +123,11 @@ async fn echo_server(
 ) -> Result<(String, [u8; 32], wtransport::quinn::Endpoint)> {
     let identity = tls::self_signed(&[], tls::SELF_SIGNED_VALIDITY)?;
     let socket = transport::bind_udp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 1 << 20)?;
-    let endpoint = webtransport::endpoint(
-        socket,
+    let config = webtransport::server_config(
         tls::server_tls_config(&identity.identity)?,
         transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?,
-        false,
     )?;
+    let endpoint = webtransport::endpoint(socket, config)?;
     let url = format!("https://{}", endpoint.local_addr()?);
     let accepting = endpoint.clone();
     tokio::spawn(async move {
@@ -386,7 +389,7 @@ async fn native_client_through_thin_floor() -> Result<()> {
 // ---------------------------------------------------------------------------
 // Browsers through thin_floor
 
-const HARNESS: &str = include_str!("thin/browser_harness.js");
+const HARNESS: &str = include_str!("webtransport/browser_harness.js");
 
 fn browser_through_thin_floor(browser: Browser) {
     if !setup::ready(browser) {
