@@ -154,16 +154,19 @@ async fn serve_inner(
     metrics::session_set_up(started.elapsed());
     tracing::Span::current().record("id", peer.id());
     debug!(remote = %connection.remote_address(), "session open");
-    let writer =
-        tokio::spawn(write_loop(peer.clone(), connection, send, outbound).in_current_span());
-    {
+    // The reader and the writer are two futures of this one task (a task
+    // and its bookkeeping less per session), polled together: while the
+    // reader waits for a partner's queue to make room, this session's own
+    // queue still drains, so two sessions relaying to each other never wait
+    // on each other.
+    let reader = async {
         let _leave = Admitted {
             hub: &hub,
             peer: &peer,
         };
         read_loop(&peer, &mut session, &hub, recv, limits).await;
-    }
-    let _ = writer.await;
+    };
+    tokio::join!(reader, write_loop(&peer, connection, send, outbound));
     debug!("session closed");
     Ok(())
 }
@@ -278,7 +281,7 @@ async fn read_loop(
 /// Writes the outbound queue to the signaling stream in batches; on a close
 /// request, sends `Closing` and closes the session.
 async fn write_loop(
-    peer: Arc<Peer>,
+    peer: &Arc<Peer>,
     connection: Connection,
     mut send: SendStream,
     mut outbound: OutboundReader,
@@ -301,7 +304,7 @@ async fn write_loop(
         let mut next = Some(first);
         while let Some(item) = next.take().or_else(|| outbound.try_recv()) {
             // A WebTransport session's datagrams never pass the queue.
-            let Some(Unit::Frame(frame)) = drain.take(&peer, item) else {
+            let Some(Unit::Frame(frame)) = drain.take(peer, item) else {
                 continue;
             };
             batch_bytes += frame.len();
