@@ -309,7 +309,7 @@ async fn loopback_is_trusted_by_default() {
 #[tokio::test]
 async fn a_memory_budget_caps_sessions_and_the_next_is_told_code_4() {
     // 32 MiB for the process and 16 × 232 KiB for handshakes leave room
-    // for 3 sessions of 1,440 KiB at worst.
+    // for 3 sessions of 1,392 KiB at worst.
     let node = spawn_server(
         &[
             "--self-signed",

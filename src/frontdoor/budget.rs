@@ -21,9 +21,10 @@ use crate::protocol::MAX_FRAME_LEN;
 use crate::transport::{DATAGRAM_BUFFER, RECEIVE_WINDOW, SEND_WINDOW};
 
 /// A session's fixed cost beyond its buffers: the QUIC connection and TLS
-/// state, its tasks, its registry entry. Measured at 70 KiB a session with
-/// 10,000 sessions connected and matched (docs/performance.md); rounded up.
-pub const SESSION_BASE: u64 = 96 * 1024;
+/// state, its task, its registry entry. Measured at 36.4 KiB a session with
+/// 10,000 sessions connected and matched (docs/performance.md §12); rounded
+/// up.
+pub const SESSION_BASE: u64 = 48 * 1024;
 /// One QUIC handshake in flight (TLS state, crypto buffers, its task):
 /// measured at 37 KiB; rounded up.
 pub const HANDSHAKE_STATE: u64 = 40 * 1024;
@@ -260,8 +261,8 @@ mod tests {
     fn the_default_worst_case_is_about_one_and_a_quarter_mebibytes() {
         let cost = SessionCost::worst_case(256 * 1024);
         assert_eq!(cost.outbound_queue, 512 * 1024);
-        // What docs/security.md quotes: 1,440 KiB.
-        assert_eq!(cost.total() >> 10, 1440);
+        // What docs/security.md quotes: 1,392 KiB.
+        assert_eq!(cost.total() >> 10, 1392);
     }
 
     #[test]
@@ -280,7 +281,7 @@ mod tests {
         assert!(MemoryCeiling::new(Some(PROCESS_BASE), 20_000, cost, 256).is_err());
         // What docs/security.md quotes for the defaults.
         let four = MemoryCeiling::new(Some(4 << 30), 20_000, cost, 256).unwrap();
-        assert_eq!(four.session_cap(), 2848);
+        assert_eq!(four.session_cap(), 2946);
     }
 
     #[test]
