@@ -157,8 +157,10 @@ run() {
     fi
     if ((status != 0)); then
         echo "== $server: $name FAILED (exit $status; $log)" >&2
+        failed_runs=$((failed_runs + 1))
     fi
 }
+failed_runs=0
 
 started=$(date +%s)
 for server in $SERVERS; do
@@ -279,3 +281,9 @@ console.log(`\nSizes: connect ${n(env.CONNECT_PAIRS)} pairs; relay ${n(env.RELAY
   + `${n(env.ONE_PAIR_MESSAGES)} offers back to back. A fresh server for every run.`);
 for (const note of [...new Set(notes)]) console.log(`\n- ${note}`);
 EOF
+
+# The table marks a failed run's figures; the exit status says so too.
+if ((failed_runs > 0)); then
+    echo "$failed_runs runs failed their checks" >&2
+    exit 1
+fi
