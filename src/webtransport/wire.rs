@@ -162,6 +162,9 @@ impl ConnectStream {
         match (kind, self.requested) {
             (FRAME_HEADERS, false) => {
                 self.requested = true;
+                if !qpack_integers_fit(&payload) {
+                    return Err(ErrorCode::Decompression);
+                }
                 Headers::with_frame(&Frame::new_headers(Cow::Owned(payload)))
                     .map(|headers| Some(ConnectEvent::Request(headers)))
             }
@@ -196,6 +199,97 @@ impl ConnectStream {
         } else {
             Err(ErrorCode::Message)
         }
+    }
+}
+
+/// Whether every QPACK prefix integer of a header block fits in 63 bits,
+/// walking the block the way wtransport-proto 0.7.2's decoder reads it (the
+/// static table only). Its decoder shifts a longer integer's continuation
+/// bytes past 64 bits, which panics where overflow is checked (found by
+/// the `webtransport_input` fuzz target); no real header needs such an
+/// integer, so a block with one is refused before it is decoded. What the
+/// decoder refuses by itself (dynamic-table references, a block cut short)
+/// ends the walk.
+fn qpack_integers_fit(block: &[u8]) -> bool {
+    !matches!(walk_qpack(block), Err(Walk::Overlong))
+}
+
+/// Why a walk over a header block stopped early.
+#[derive(Debug)]
+enum Walk {
+    /// An integer longer than 63 bits.
+    Overlong,
+    /// The block ended inside a field line.
+    Ended,
+}
+
+fn walk_qpack(block: &[u8]) -> Result<(), Walk> {
+    let mut block = QpackReader(block);
+    // Required insert count and base.
+    block.integer(8)?;
+    block.integer(7)?;
+    while let Some(&first) = block.0.first() {
+        if first & 0x80 != 0 {
+            // Indexed field line; the dynamic table is refused.
+            if first & 0x40 == 0 {
+                return Ok(());
+            }
+            block.integer(6)?;
+        } else if first & 0x40 != 0 {
+            // Literal with a name reference; the dynamic table is refused.
+            if first & 0x10 == 0 {
+                return Ok(());
+            }
+            block.integer(4)?;
+            block.string(7)?;
+        } else if first & 0x20 != 0 {
+            // Literal with a literal name.
+            block.string(3)?;
+            block.string(7)?;
+        } else {
+            // Post-base forms: the dynamic table, refused.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// QPACK prefix integers and strings read off a header block.
+struct QpackReader<'a>(&'a [u8]);
+
+impl QpackReader<'_> {
+    fn byte(&mut self) -> Result<u8, Walk> {
+        let (&first, rest) = self.0.split_first().ok_or(Walk::Ended)?;
+        self.0 = rest;
+        Ok(first)
+    }
+
+    /// An integer with an `n`-bit prefix (RFC 7541 §5.1).
+    fn integer(&mut self, n: u32) -> Result<u64, Walk> {
+        let mask = (1u16 << n) - 1;
+        let mut value = u64::from(u16::from(self.byte()?) & mask);
+        if value < u64::from(mask) {
+            return Ok(value);
+        }
+        let mut shift = 0u32;
+        loop {
+            let byte = self.byte()?;
+            if shift >= 63 {
+                return Err(Walk::Overlong);
+            }
+            value = value.saturating_add(u64::from(byte & 0x7f) << shift);
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+    }
+
+    /// A string: its length with an `n`-bit prefix, then that many bytes.
+    fn string(&mut self, n: u32) -> Result<(), Walk> {
+        let len = usize::try_from(self.integer(n)?).map_err(|_| Walk::Overlong)?;
+        self.0 = self.0.get(len..).ok_or(Walk::Ended)?;
+        Ok(())
     }
 }
 
@@ -318,6 +412,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_overlong_qpack_integer_is_refused_before_decoding() {
+        let mut request = SessionRequest::new("https://localhost:4433/signal").unwrap();
+        request.insert("origin", "http://localhost").unwrap();
+        let frame = request.headers().generate_frame();
+        let payload = frame.payload().to_vec();
+        assert!(qpack_integers_fit(&payload));
+        let mut connect = ConnectStream::default();
+        assert!(matches!(
+            connect.frame((FRAME_HEADERS, payload)),
+            Ok(Some(ConnectEvent::Request(_)))
+        ));
+        // Prefix integers, then a literal name whose length runs on for 11
+        // continuation bytes: the decoder's shift would pass 64 bits.
+        let mut block = vec![0x00, 0x00, 0x27];
+        block.extend_from_slice(&[0xff; 10]);
+        block.push(0x01);
+        assert!(!qpack_integers_fit(&block));
+        let mut connect = ConnectStream::default();
+        assert!(matches!(
+            connect.frame((FRAME_HEADERS, block)),
+            Err(ErrorCode::Decompression)
+        ));
+        // Nine continuation bytes still fit; a block cut short is the
+        // decoder's to refuse.
+        let mut block = vec![0x00, 0x00, 0x27];
+        block.extend_from_slice(&[0x81; 8]);
+        block.push(0x01);
+        assert!(qpack_integers_fit(&block));
+        assert!(qpack_integers_fit(&[0x00, 0x00, 0x27, 0xff]));
+        assert!(qpack_integers_fit(&[]));
     }
 
     #[test]
