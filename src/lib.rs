@@ -21,8 +21,9 @@
 //!   the dashboard's last hour; [`config`]:
 //!   flags and environment; [`ice`]: STUN/TURN.
 //! - [`client`]: a native Rust client.
-//! - [`webtransport`]: a thin WebTransport server layer directly on quinn
-//!   (prototype, issue 12; `examples/thin_floor.rs` runs on it).
+//! - [`webtransport`]: the server side of WebTransport over HTTP/3,
+//!   directly on quinn, which the server's endpoints run on every
+//!   connection.
 #![warn(missing_docs)]
 
 pub mod admission;
