@@ -1,8 +1,9 @@
 //! What a WebTransport server reads from its peer, parsed without I/O: the
 //! HTTP/3 frames of the control and CONNECT streams, the types that open
 //! the peer's streams, and the prefix of every datagram. Everything here is
-//! untrusted input and never panics; [`super::h3`] feeds it from quinn's
-//! streams, and the `webtransport_input` fuzz target feeds it anything.
+//! untrusted input and never panics; the layer's `h3` module feeds it from
+//! quinn's streams, and the `webtransport_input` fuzz target feeds it
+//! anything.
 
 use std::borrow::Cow;
 
