@@ -109,6 +109,12 @@ pub(super) fn code(code: ErrorCode) -> VarInt {
     VarInt::from_u64(code.to_code().into_inner()).unwrap_or(VarInt::MAX)
 }
 
+/// Stops and resets a peer's bidirectional stream with `code`.
+pub(super) fn refuse_bi(send: &mut SendStream, recv: &mut RecvStream, code: VarInt) {
+    let _ = recv.stop(code);
+    let _ = send.reset(code);
+}
+
 /// A QUIC varint read byte-exactly from a stream (nothing past it is
 /// consumed, so the application gets the stream at its first byte).
 #[derive(Debug, Default)]
@@ -307,9 +313,7 @@ impl H3 {
                 }
                 Poll::Ready(BiStep::Request) if self.connect.is_some() => {
                     // One session per connection (WEBTRANSPORT_MAX_SESSIONS = 1).
-                    let code = code(ErrorCode::RequestRejected);
-                    let _ = bi.recv.stop(code);
-                    let _ = bi.send.reset(code);
+                    refuse_bi(&mut bi.send, &mut bi.recv, code(ErrorCode::RequestRejected));
                 }
                 Poll::Ready(BiStep::Request) => {
                     let mut frames = FrameReader::default();
@@ -424,9 +428,7 @@ fn poll_bi(bi: &mut Bi, cx: &mut Context) -> Poll<BiStep> {
     match wire::session_id(id) {
         Some(session) => Poll::Ready(BiStep::WebTransport(session)),
         None => {
-            let code = code(ErrorCode::Id);
-            let _ = bi.recv.stop(code);
-            let _ = bi.send.reset(code);
+            refuse_bi(&mut bi.send, &mut bi.recv, code(ErrorCode::Id));
             Poll::Ready(BiStep::Drop)
         }
     }

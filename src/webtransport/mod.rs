@@ -187,9 +187,7 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
 
 /// Stops and resets a stream this layer does not take.
 fn refuse(send: &mut quinn::SendStream, mut recv: quinn::RecvStream) {
-    let code = VarInt::from_u32(REFUSED_STREAM);
-    let _ = recv.stop(code);
-    let _ = send.reset(code);
+    h3::refuse_bi(send, &mut recv, VarInt::from_u32(REFUSED_STREAM));
 }
 
 /// A WebTransport session request, waiting for the caller's answer.
