@@ -71,8 +71,8 @@ impl From<ReadError> for Stop {
 /// What the control plane has to tell its driver.
 #[derive(Debug)]
 pub(super) enum Event {
-    /// The peer's SETTINGS arrived.
-    Settings(Settings),
+    /// The peer's SETTINGS arrived (parsed, so well-formed; not kept).
+    Settings,
     /// The CONNECT stream's request headers arrived.
     Request(Headers),
     /// The peer closed the session (CLOSE_WEBTRANSPORT_SESSION, or FIN on
@@ -381,9 +381,7 @@ fn poll_uni(uni: &mut Uni, cx: &mut Context) -> Poll<UniStep> {
                 };
                 tracing::debug!(kind = frame.0, len = frame.1.len(), "control frame");
                 match control.frame(frame) {
-                    Ok(Some(settings)) => {
-                        return Poll::Ready(UniStep::Event(Ok(Event::Settings(settings))));
-                    }
+                    Ok(Some(_)) => return Poll::Ready(UniStep::Event(Ok(Event::Settings))),
                     Ok(None) => {}
                     Err(error) => return Poll::Ready(UniStep::Event(Err(Stop::Protocol(error)))),
                 }

@@ -52,7 +52,6 @@ use wtransport::tls::rustls;
 use wtransport_proto::error::ErrorCode;
 use wtransport_proto::ids::SessionId;
 use wtransport_proto::session::{SessionRequest, SessionResponse};
-use wtransport_proto::settings::Settings;
 
 pub use h3::REFUSED_STREAM;
 pub use session::{Closed, Datagrams, Event, Session};
@@ -141,15 +140,16 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
     let mut h3 = H3::open(&connection)
         .await
         .map_err(|stop| fail(&connection, stop))?;
-    let mut settings = None;
+    // The peer's SETTINGS must come, but nothing in them is used (see the
+    // module's doc).
+    let mut settings = false;
     let mut headers = None;
-    let (settings, headers) = loop {
-        match (settings, headers) {
-            (Some(settings), Some(headers)) => break (settings, headers),
-            (got_settings, got_headers) => (settings, headers) = (got_settings, got_headers),
+    let headers = loop {
+        if settings && let Some(headers) = headers.take() {
+            break headers;
         }
         match step(&connection, &mut h3, false).await {
-            Step::H3(Ok(h3::Event::Settings(got))) => settings = Some(got),
+            Step::H3(Ok(h3::Event::Settings)) => settings = true,
             Step::H3(Ok(h3::Event::Request(got))) => headers = Some(got),
             Step::H3(Ok(h3::Event::Closed { .. })) => return Err(Error::Closed),
             Step::H3(Ok(h3::Event::Bi { mut send, recv, .. })) => {
@@ -180,7 +180,6 @@ pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> 
         h3,
         send,
         request,
-        settings,
         session_id,
     })
 }
@@ -199,7 +198,6 @@ pub struct Request {
     /// stays open for the session's life.
     send: quinn::SendStream,
     request: SessionRequest,
-    settings: Settings,
     session_id: SessionId,
 }
 
@@ -232,11 +230,6 @@ impl Request {
     /// Every header field.
     pub fn headers(&self) -> &HashMap<String, String> {
         self.request.headers().as_ref()
-    }
-
-    /// The peer's SETTINGS.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// Answers 200: the session is open.

@@ -204,7 +204,7 @@ impl Session {
                 }
                 // A second SETTINGS or request is caught in `h3`; these are
                 // ignored here.
-                Step::H3(Ok(h3::Event::Settings(_) | h3::Event::Request(_))) => {}
+                Step::H3(Ok(h3::Event::Settings | h3::Event::Request(_))) => {}
                 Step::H3(Err(stop)) => {
                     self.closed = Some(match fail(&self.connection, stop) {
                         super::Error::Lost(lost) => Closed::Lost(lost),
