@@ -21,9 +21,9 @@ use crate::protocol::MAX_FRAME_LEN;
 use crate::transport::{DATAGRAM_BUFFER, RECEIVE_WINDOW, SEND_WINDOW};
 
 /// A session's fixed cost beyond its buffers: the QUIC connection and TLS
-/// state, its task, its registry entry. Measured at 36.4 KiB a session with
-/// 10,000 sessions connected and matched (docs/performance.md §12); rounded
-/// up.
+/// state, its task, its registry entry. Measured at 31.4 KiB a session with
+/// 10,000 sessions connected and matched (docs/performance.md §13); taken
+/// with headroom for the heap's peaks.
 pub const SESSION_BASE: u64 = 48 * 1024;
 /// One QUIC handshake in flight (TLS state, crypto buffers, its task):
 /// measured at 37 KiB; rounded up.
