@@ -251,13 +251,8 @@ impl Connector {
             Verification::SystemRoots => builder.with_native_certs(),
             Verification::InsecureSkipVerification => builder.with_no_cert_validation(),
         };
-        let config = builder
-            .max_idle_timeout(Some(Duration::from_secs(30)))
-            .map_err(|_| std::io::Error::other("idle timeout"))?
-            .keep_alive_interval(Some(Duration::from_secs(10)))
-            .build();
         Ok(Connector {
-            endpoint: Endpoint::client(config)?,
+            endpoint: Endpoint::client(crate::transport::client_config(builder))?,
             chat: ChatOptions::default(),
         })
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::warn;
-use wtransport::config::QuicTransportConfig;
+use wtransport::ClientConfig;
+use wtransport::config::states::WantsTransportConfigClient;
+use wtransport::config::{ClientConfigBuilder, QuicTransportConfig};
 use wtransport::quinn::{IdleTimeout, VarInt};
 
 use crate::codec::FRAME_HEADER_LEN;
@@ -55,6 +57,33 @@ pub fn transport_config(
     // fits one packet with room to spare.
     config.mtu_discovery_config(None);
     Ok(config)
+}
+
+/// How long this crate's clients wait on a silent server.
+const CLIENT_IDLE_TIMEOUT_MS: u32 = 30_000;
+/// How often this crate's clients prove they are alive when idle.
+const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Finishes the configuration of one of this crate's clients (the native
+/// client, the load generator): a 30 s idle timeout, a keep-alive every
+/// 10 s, and no path MTU discovery. The server sends 1,200-byte packets
+/// whatever the path (see [`transport_config`]), and a client's signaling
+/// fits them too; with quinn's default, each client sent four padded
+/// probes (up to 1,452 bytes) right after its handshake, each answered
+/// with an ACK: eight of a session's ~21 set-up datagrams, for nothing
+/// (docs/performance.md §13).
+pub fn client_config(builder: ClientConfigBuilder<WantsTransportConfigClient>) -> ClientConfig {
+    let mut config = builder.build();
+    let mut transport = QuicTransportConfig::default();
+    transport.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
+        CLIENT_IDLE_TIMEOUT_MS,
+    ))));
+    transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE));
+    transport.mtu_discovery_config(None);
+    config
+        .quic_config_mut()
+        .transport_config(std::sync::Arc::new(transport));
+    config
 }
 
 /// Binds a UDP socket at `ip:port` with `buffer` bytes of kernel buffers. An

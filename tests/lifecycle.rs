@@ -487,3 +487,47 @@ protocol_test! {
         server.shutdown().await;
     }
 }
+
+/// This crate's clients (the native client, the load generator) do not
+/// probe for a larger path MTU: the server keeps its packets at 1,200
+/// bytes, so probes would only cost both ends. quinn's default client, on
+/// the same server and in the same time, does probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_send_no_path_mtu_probes() {
+    use wtransport::tls::Sha256Digest;
+    use wtransport::{ClientConfig, Endpoint};
+
+    let server = start_server(&[]).await;
+    let builder = || {
+        ClientConfig::builder()
+            .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_server_certificate_hashes(server.hashes().into_iter().map(Sha256Digest::new))
+    };
+    let connect = |config: ClientConfig| async {
+        let endpoint = Endpoint::client(config).expect("client endpoint");
+        let connection = tokio::time::timeout(STEP, endpoint.connect(url(&server)))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        (endpoint, connection)
+    };
+    let (_ours_endpoint, ours) = connect(quicmatch::transport::client_config(builder())).await;
+    let (_default_endpoint, default) = connect(builder().build()).await;
+    let probes = |connection: &wtransport::Connection| {
+        connection
+            .quic_connection()
+            .stats()
+            .path
+            .sent_plpmtud_probes
+    };
+    // quinn probes as soon as the handshake is confirmed; give it 2 s.
+    for _ in 0..40 {
+        if probes(&default) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(probes(&default) > 0, "quinn's default client probes");
+    assert_eq!(probes(&ours), 0, "this crate's clients do not");
+    server.shutdown().await;
+}

@@ -2,9 +2,8 @@
 //! the client endpoints (UDP sockets with large buffers) its sessions use.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
 
-use anyhow::{Context, anyhow, ensure};
+use anyhow::{Context, ensure};
 use wtransport::endpoint::endpoint_side;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Endpoint};
@@ -62,12 +61,9 @@ pub fn endpoint(
         }
         None => builder.with_no_cert_validation(),
     };
-    let config = builder
-        .max_idle_timeout(Some(Duration::from_secs(30)))
-        .map_err(|_| anyhow!("idle timeout"))?
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .build();
-    Ok(Endpoint::client(config)?)
+    Ok(Endpoint::client(quicmatch::transport::client_config(
+        builder,
+    ))?)
 }
 
 /// Warns on stderr when the kernel grants smaller socket buffers than
