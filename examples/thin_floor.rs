@@ -255,10 +255,8 @@ async fn serve(incoming: quinn::Incoming, pool: Arc<Pool>) -> anyhow::Result<()>
 async fn open(
     incoming: quinn::Incoming,
 ) -> anyhow::Result<(webtransport::Session, quinn::SendStream, quinn::RecvStream)> {
-    let connection = incoming.await?;
     let request =
-        tokio::time::timeout(Duration::from_secs(10), webtransport::handshake(connection))
-            .await??;
+        tokio::time::timeout(Duration::from_secs(10), webtransport::handshake(incoming)).await??;
     tracing::debug!(path = request.path(), origin = ?request.origin(), headers = ?request.headers(), "request");
     let mut session = request.accept().await?;
     let (send, recv) = session.accept_stream().await?;

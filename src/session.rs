@@ -76,7 +76,7 @@ async fn handshake(
 ) -> Option<(Session, SendStream, RecvStream, SourceSeat)> {
     let door = slot.door().clone();
     let deadline = Instant::now() + door.handshake_timeout();
-    let set_up = async { webtransport::handshake(incoming.await?).await };
+    let set_up = webtransport::handshake(incoming);
     let request = match timeout_at(deadline, set_up).await {
         Ok(Ok(request)) => request,
         Ok(Err(error)) => {

@@ -134,11 +134,7 @@ async fn echo_server(
         while let Some(incoming) = accepting.accept().await {
             let ended = ended.clone();
             tokio::spawn(async move {
-                let Ok(connection) = incoming.await else {
-                    return;
-                };
-                let Ok(Ok(request)) = timeout(STEP, webtransport::handshake(connection)).await
-                else {
+                let Ok(Ok(request)) = timeout(STEP, webtransport::handshake(incoming)).await else {
                     return;
                 };
                 match request.path() {

@@ -132,11 +132,17 @@ async fn step(connection: &quinn::Connection, h3: &mut H3, datagrams: bool) -> S
     }
 }
 
-/// Sets up HTTP/3 on an established QUIC connection and reads the
-/// WebTransport CONNECT request: both SETTINGS exchanged, the request's
-/// headers read. Bound it with a timeout: a peer that sends nothing makes
-/// it wait.
-pub async fn handshake(connection: quinn::Connection) -> Result<Request, Error> {
+/// Accepts a connection attempt, sets up HTTP/3 on it and reads the
+/// WebTransport CONNECT request: the QUIC handshake completed, both
+/// SETTINGS exchanged, the request's headers read. Bound it with a
+/// timeout: a peer that sends nothing makes it wait.
+///
+/// The control stream opens once the handshake is complete. Opening it
+/// before (0.5-RTT, which would put the SETTINGS in the datagram of the
+/// server's first flight) broke Chromium 156: a second session from the
+/// same page never saw the server's SETTINGS (docs/performance.md §13).
+pub async fn handshake(incoming: quinn::Incoming) -> Result<Request, Error> {
+    let connection = incoming.await?;
     let mut h3 = H3::open(&connection)
         .await
         .map_err(|stop| fail(&connection, stop))?;
