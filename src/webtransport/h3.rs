@@ -17,6 +17,7 @@ use wtransport_proto::ids::SessionId;
 use wtransport_proto::settings::Settings;
 use wtransport_proto::stream_header::StreamHeader;
 
+use super::gate::Gate;
 use super::wire::{
     self, BI_WEBTRANSPORT, ConnectEvent, ConnectStream, ControlStream, FrameBuffer, RawFrame,
     UniKind,
@@ -231,6 +232,8 @@ pub(super) struct H3 {
     connect: Option<Connect>,
     /// The CONNECT stream's sending half, until the caller takes it.
     connect_send: Option<SendStream>,
+    /// Skips polling the streams above on wake-ups that were not theirs.
+    gate: Gate,
 }
 
 impl H3 {
@@ -250,6 +253,7 @@ impl H3 {
             bi: Vec::new(),
             connect: None,
             connect_send: None,
+            gate: Gate::default(),
         })
     }
 
@@ -259,6 +263,7 @@ impl H3 {
             stream,
             role: UniRole::Unknown(VarintReader::default()),
         });
+        self.gate.open();
     }
 
     /// A new bidirectional stream from the peer.
@@ -269,6 +274,7 @@ impl H3 {
             kind: VarintReader::default(),
             session: VarintReader::default(),
         });
+        self.gate.open();
     }
 
     /// The CONNECT stream's sending half (once).
@@ -282,8 +288,23 @@ impl H3 {
     }
 
     /// Reads every stream it holds until one has something to say, or all
-    /// wait (then each has registered the task's waker).
+    /// wait (then each has registered the gate's waker, which wakes the
+    /// task). Returns at once when none of them woke it since.
     pub(super) fn poll(&mut self, cx: &mut Context) -> Poll<Result<Event, Stop>> {
+        if !self.gate.pass(cx) {
+            return Poll::Pending;
+        }
+        let waker = self.gate.waker().clone();
+        let polled = self.poll_streams(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            // It stopped at the first stream with news; the others have not
+            // been polled since their last wake-up.
+            self.gate.open();
+        }
+        polled
+    }
+
+    fn poll_streams(&mut self, cx: &mut Context) -> Poll<Result<Event, Stop>> {
         let mut i = 0;
         while let Some(uni) = self.uni.get_mut(i) {
             match poll_uni(uni, cx) {

@@ -38,6 +38,7 @@
 //! WebTransport never sends the CONNECT). Shutdown closes connections with
 //! `Closing` and the application's code rather than a GOAWAY.
 
+mod gate;
 mod h3;
 mod session;
 pub mod wire;
