@@ -35,17 +35,15 @@ impl Wake for Flag {
 #[derive(Debug)]
 pub(super) struct Gate {
     flag: Arc<Flag>,
-    waker: Waker,
 }
 
 impl Default for Gate {
     /// A gate that is open: the first poll goes through.
     fn default() -> Gate {
-        let flag = Arc::new(Flag::default());
+        let flag = Flag::default();
         flag.woken.store(true, Ordering::Relaxed);
         Gate {
-            waker: Waker::from(flag.clone()),
-            flag,
+            flag: Arc::new(flag),
         }
     }
 }
@@ -66,8 +64,8 @@ impl Gate {
     }
 
     /// The waker the part's inner futures are polled with.
-    pub(super) fn waker(&self) -> &Waker {
-        &self.waker
+    pub(super) fn waker(&self) -> Waker {
+        Waker::from(self.flag.clone())
     }
 }
 

@@ -294,7 +294,7 @@ impl H3 {
         if !self.gate.pass(cx) {
             return Poll::Pending;
         }
-        let waker = self.gate.waker().clone();
+        let waker = self.gate.waker();
         let polled = self.poll_streams(&mut Context::from_waker(&waker));
         if polled.is_ready() {
             // It stopped at the first stream with news; the others have not
