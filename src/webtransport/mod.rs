@@ -140,8 +140,8 @@ async fn step(connection: &quinn::Connection, h3: &mut H3, datagrams: bool) -> S
 ///
 /// The control stream opens once the handshake is complete. Opening it
 /// before (0.5-RTT, which would put the SETTINGS in the datagram of the
-/// server's first flight) broke Chromium 156: a second session from the
-/// same page never saw the server's SETTINGS (docs/performance.md §13).
+/// server's first flight) broke Chromium 156: a page's second session
+/// never became ready (docs/performance.md §13).
 pub async fn handshake(incoming: quinn::Incoming) -> Result<Request, Error> {
     let connection = incoming.await?;
     let mut h3 = H3::open(&connection)
