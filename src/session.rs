@@ -47,14 +47,17 @@ pub struct Limits {
 /// Serves one incoming session to its end, if the front door lets it in;
 /// never panics on client input. `slot` is its place among the handshakes in
 /// flight, given back once the signaling stream is open.
-/// Everything it logs is inside a `session` span carrying its id and its
-/// current match id, and its writer logs each match it enters, so one
-/// person's story can be followed (at debug level; nothing personal at info).
+/// Everything it logs is inside a `session` span carrying its id, and its
+/// writer logs each match it enters and leaves with the match id, so one
+/// person's story can be followed by the session id and a pair's by the
+/// match id (at debug level; nothing personal at info). The span's fields
+/// are set once each: a span is formatted on every line, and tracing's
+/// text formatter keeps every value recorded on it, so a field recorded per
+/// match would grow the span (and each line) with every match.
 pub async fn serve(incoming: Incoming, slot: HandshakeSlot, hub: Arc<Hub>, limits: Limits) {
     let span = tracing::info_span!(
         "session",
         id = tracing::field::Empty,
-        match_id = tracing::field::Empty,
         sub = tracing::field::Empty
     );
     let served = serve_inner(incoming, slot, hub, limits)

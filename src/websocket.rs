@@ -95,7 +95,6 @@ pub async fn upgrade(
             let span = tracing::info_span!(
                 "session",
                 id = tracing::field::Empty,
-                match_id = tracing::field::Empty,
                 sub = subject,
                 transport = "websocket"
             );

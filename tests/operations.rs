@@ -240,24 +240,114 @@ async fn json_logs_follow_a_session_and_its_matches_without_personal_data() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(sessions_in_match.len(), 2, "both sessions logged the match");
-    // Later lines of those sessions carry the match id in their span: the
-    // end of the match (after Ann's Stop) is logged within it.
+    // The end of the match (after Ann's Stop) names the match, inside a
+    // session span that carries only the session's own fields.
     let deadline = Instant::now() + STEP;
     loop {
-        let found = node.log_lines().iter().any(|line| {
-            let l: Value = serde_json::from_str(line).unwrap_or_default();
-            l["fields"]["message"] == "match ended" && l["span"]["match_id"] == id
-        });
-        if found {
+        let ended: Vec<Value> = node
+            .log_lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|l| l["fields"]["message"] == "match ended" && l["fields"]["match_id"] == id)
+            .collect();
+        if let Some(line) = ended.first() {
+            assert_eq!(line["span"]["name"], "session", "{line}");
+            assert!(
+                sessions_in_match.contains(&line["span"]["id"].as_u64().unwrap_or(0)),
+                "{line}"
+            );
+            assert!(line["span"].get("match_id").is_none(), "{line}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no line names the match in its span"
-        );
+        assert!(Instant::now() < deadline, "no line says the match ended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_ne!(sessions_in_match[0], sessions_in_match[1]);
+}
+
+/// Ann is matched twice (Bob, then Carl); the text log line that ends her
+/// second match shows her session span with each field once: a span whose
+/// fields grew with every match would cost memory and log width per "next".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_span_does_not_grow_with_its_matches() {
+    let node = spawn_server(
+        &["--self-signed"],
+        &[("RUST_LOG", "quicmatch=debug"), ("NO_COLOR", "1")],
+    )
+    .await;
+    let hash = node.hash.expect("self-signed");
+    let mut ann = try_connect(&node.url, hash).await.expect("connect");
+    let mut bob = try_connect(&node.url, hash).await.expect("connect");
+    let mut carl = try_connect(&node.url, hash).await.expect("connect");
+    join(&mut ann, "Ann", Gender::Female).await;
+    let first = match_id(&join(&mut bob, "Bob", Gender::Male).await);
+    assert_eq!(match_id(&next_msg(&mut ann).await), first);
+    // Ann moves on; Bob waits again (never re-matched with Ann), then Carl
+    // joins and is matched with Ann.
+    send(&mut ann, ClientMsg::Stop).await;
+    assert_eq!(
+        next_msg(&mut bob).await,
+        ServerMsg::PartnerDisconnected { match_id: first }
+    );
+    let second = match_id(&join(&mut carl, "Carl", Gender::Male).await);
+    assert_ne!(second, first);
+    let mut seen = 0;
+    while seen < 5 {
+        if let ServerMsg::Matched { match_id, .. } = next_msg(&mut ann).await {
+            assert_eq!(match_id, second);
+            break;
+        }
+        seen += 1;
+    }
+    assert!(seen < 5, "Ann was not matched with Carl");
+    send(&mut ann, ClientMsg::Stop).await;
+
+    let ended = format!("match ended match_id={second}");
+    let deadline = Instant::now() + STEP;
+    let line = loop {
+        // Ann's span is the one that logged both matches.
+        let lines = node.log_lines();
+        let spans_of = |text: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|l| l.contains(text))
+                .filter_map(|l| span_fields(l).map(str::to_owned))
+                .collect()
+        };
+        let in_second = spans_of(&format!("matched match_id={second}"));
+        let ann_span = spans_of(&format!("matched match_id={first}"))
+            .into_iter()
+            .find(|span| in_second.contains(span));
+        if let Some(ann_span) = ann_span
+            && let Some(line) = lines
+                .iter()
+                .find(|l| l.contains(&ended) && span_fields(l) == Some(ann_span.as_str()))
+        {
+            break line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ann's second match did not end in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let fields = span_fields(&line).expect("a session span");
+    let mut keys: Vec<&str> = fields
+        .split(' ')
+        .filter_map(|field| field.split_once('=').map(|(key, _)| key))
+        .collect();
+    let count = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), count, "a field repeated in the span: {line}");
+    assert!(!fields.contains("match_id"), "{line}");
+}
+
+/// What a text log line's `session{...}` span holds, if it has one.
+fn span_fields(line: &str) -> Option<&str> {
+    let start = line.find("session{")? + "session{".len();
+    let end = start + line.get(start..)?.find('}')?;
+    line.get(start..end)
 }
 
 /// The value of the sample `series` (name and labels, as written) on a

@@ -47,8 +47,8 @@ impl Drain {
             Outbound::MatchChanged(id) => {
                 match id {
                     Some(match_id) => {
-                        // From here on, every line of this session names its match.
-                        tracing::Span::current().record("match_id", match_id);
+                        // Named in the line, not recorded on the session span
+                        // (whose fields are set once: see `session::serve`).
                         debug!(match_id, "matched");
                         metrics::matched(peer.take_wait());
                     }
