@@ -488,31 +488,48 @@ protocol_test! {
     }
 }
 
+/// A wtransport client configuration for `server`, pinning its certificate,
+/// bound to 127.0.0.1; its transport settings are still to be chosen.
+fn pinning(
+    server: &TestServer,
+) -> wtransport::config::ClientConfigBuilder<wtransport::config::states::WantsTransportConfigClient>
+{
+    use wtransport::tls::Sha256Digest;
+    wtransport::ClientConfig::builder()
+        .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .with_server_certificate_hashes(server.hashes().into_iter().map(Sha256Digest::new))
+}
+
+/// A WebTransport session to `server` with `config`, and the endpoint it
+/// lives on (bounded by [`STEP`]).
+async fn wtransport_session(
+    server: &TestServer,
+    config: wtransport::ClientConfig,
+) -> (
+    wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    wtransport::Connection,
+) {
+    let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+    let connection = tokio::time::timeout(STEP, endpoint.connect(url(server)))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    (endpoint, connection)
+}
+
 /// This crate's clients (the native client, the load generator) do not
 /// probe for a larger path MTU: the server keeps its packets at 1,200
 /// bytes, so probes would only cost both ends. quinn's default client, on
 /// the same server and in the same time, does probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_send_no_path_mtu_probes() {
-    use wtransport::tls::Sha256Digest;
-    use wtransport::{ClientConfig, Endpoint};
-
     let server = start_server(&[]).await;
-    let builder = || {
-        ClientConfig::builder()
-            .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .with_server_certificate_hashes(server.hashes().into_iter().map(Sha256Digest::new))
-    };
-    let connect = |config: ClientConfig| async {
-        let endpoint = Endpoint::client(config).expect("client endpoint");
-        let connection = tokio::time::timeout(STEP, endpoint.connect(url(&server)))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        (endpoint, connection)
-    };
-    let (_ours_endpoint, ours) = connect(quicmatch::transport::client_config(builder())).await;
-    let (_default_endpoint, default) = connect(builder().build()).await;
+    let (_ours_endpoint, ours) = wtransport_session(
+        &server,
+        quicmatch::transport::client_config(pinning(&server)),
+    )
+    .await;
+    let (_default_endpoint, default) = wtransport_session(&server, pinning(&server).build()).await;
     let probes = |connection: &wtransport::Connection| {
         connection
             .quic_connection()
@@ -529,5 +546,47 @@ async fn clients_send_no_path_mtu_probes() {
     }
     assert!(probes(&default) > 0, "quinn's default client probes");
     assert_eq!(probes(&ours), 0, "this crate's clients do not");
+    server.shutdown().await;
+}
+
+/// A session needs few connection IDs (the server accepts no migration):
+/// the server advertises an `active_connection_id_limit` of 2, the least
+/// allowed, and issues one spare ID, which a client sees as a single
+/// NEW_CONNECTION_ID; a client issues one (plus the replacement for the ID
+/// the server retires after the handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_exchange_one_spare_connection_id() {
+    let server = start_server(&[]).await;
+    let (_endpoint, connection) = wtransport_session(
+        &server,
+        quicmatch::transport::client_config(pinning(&server)),
+    )
+    .await;
+    let stats = || {
+        connection
+            .quic_connection()
+            .stats()
+            .frame_rx
+            .new_connection_id
+    };
+    // The spare ID comes with the end of the handshake; give it 2 s, then a
+    // moment more for any further one to arrive.
+    for _ in 0..40 {
+        if stats() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(stats(), 1, "the server issues one spare connection ID");
+    let sent = connection
+        .quic_connection()
+        .stats()
+        .frame_tx
+        .new_connection_id;
+    assert!(
+        (1..=2).contains(&sent),
+        "the client issued {sent} connection IDs for a limit of 2"
+    );
     server.shutdown().await;
 }

@@ -122,7 +122,7 @@ impl CidQueue {
         self.offset
     }
 
-    pub(crate) const LEN: usize = 5;
+    pub(crate) const LEN: usize = 2;
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]

@@ -31,7 +31,7 @@ use crate::{
     range_set::ArrayRangeSet,
     shared::{
         ConnectionEvent, ConnectionEventInner, ConnectionId, DatagramConnectionEvent, EcnCodepoint,
-        EndpointEvent, EndpointEventInner,
+        EndpointEvent, EndpointEventInner, IssuedCid,
     },
     token::{ResetToken, Token, TokenPayload},
     transport_parameters::TransportParameters,
@@ -131,6 +131,8 @@ use timer::{Timer, TimerTable};
 /// call to [`handle_event`](Self::handle_event) at that same instant; however
 /// events or timeouts with different instants must not be interleaved.
 pub struct Connection {
+    /// NEW_CONNECTION_ID frames a server holds until the handshake is done
+    deferred_cids: Vec<IssuedCid>,
     endpoint_config: Arc<EndpointConfig>,
     config: Arc<TransportConfig>,
     rng: StdRng,
@@ -279,6 +281,7 @@ impl Connection {
         });
         let mut rng = StdRng::from_seed(rng_seed);
         let mut this = Self {
+            deferred_cids: Vec::new(),
             endpoint_config,
             crypto,
             handshake_cid: loc_cid,
@@ -1167,9 +1170,15 @@ impl Connection {
             }
             NewIdentifiers(ids, now) => {
                 self.local_cid_state.new_cids(&ids, now);
-                ids.into_iter().rev().for_each(|frame| {
-                    self.spaces[SpaceId::Data].pending.new_cids.push(frame);
-                });
+                // A server holds its first CIDs until the handshake is done, so that
+                // they travel with HANDSHAKE_DONE instead of in a datagram of their
+                // own (a client may not migrate before then: RFC 9000 §9).
+                let queue = if self.side.is_server() && self.is_handshaking() {
+                    &mut self.deferred_cids
+                } else {
+                    &mut self.spaces[SpaceId::Data].pending.new_cids
+                };
+                queue.extend(ids.into_iter().rev());
                 // Update Timer::PushNewCid
                 if self.timers.get(Timer::PushNewCid).is_none_or(|x| x <= now) {
                     self.reset_cid_retirement();
@@ -2609,6 +2618,8 @@ impl Connection {
                 } else {
                     // Server-only
                     self.spaces[SpaceId::Data].pending.handshake_done = true;
+                    let deferred = std::mem::take(&mut self.deferred_cids);
+                    self.spaces[SpaceId::Data].pending.new_cids.extend(deferred);
                     self.discard_space(now, SpaceId::Handshake);
                 }
 
