@@ -21,8 +21,8 @@ use crate::protocol::MAX_FRAME_LEN;
 use crate::transport::{DATAGRAM_BUFFER, RECEIVE_WINDOW, SEND_WINDOW};
 
 /// A session's fixed cost beyond its buffers: the QUIC connection and TLS
-/// state, its task, its registry entry. Measured at 31.4 KiB a session with
-/// 10,000 sessions connected and matched (docs/performance.md §13); taken
+/// state, its task, its registry entry. Measured at 31.1 KiB a session with
+/// 10,000 sessions connected and matched (docs/performance.md §14); taken
 /// with headroom for the heap's peaks.
 pub const SESSION_BASE: u64 = 48 * 1024;
 /// One QUIC handshake in flight (TLS state, crypto buffers, its task):
