@@ -215,6 +215,70 @@ async fn leave_and_disconnect_across_nodes_tell_the_partner() {
     wait_counts(&a, (1, 0, 0, 1)).await;
 }
 
+/// A `Matched` the pool published before Ann's Leave but that reaches her
+/// node only after she joined again (an inbox running late) is not shown
+/// to her: her next match is the one made after the Leave. The late
+/// message is published by hand, as Redis would have delivered it.
+#[tokio::test]
+async fn a_match_made_before_a_leave_is_not_shown_after_the_next_join() {
+    let (redis, _a, b, mut ann, mut bob, id) = cross_pair().await;
+    send(&mut ann, ClientMsg::Leave).await;
+    expect_left_to_wait(&mut bob, id).await;
+    // Bob was her last partner: she waits, and so does he.
+    assert_eq!(
+        join(&mut ann, "Ann", Gender::Female).await,
+        ServerMsg::Waiting { queue_position: 1 }
+    );
+    let client = ::redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let queue = async |conn: &mut ::redis::aio::MultiplexedConnection, gender: u8| {
+        let members: Vec<String> = ::redis::cmd("ZRANGE")
+            .arg(format!("{{quicmatch}}:q:{gender}"))
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await
+            .expect("queue");
+        assert_eq!(members.len(), 1, "one waiter: {members:?}");
+        members.into_iter().next().unwrap_or_default()
+    };
+    let ann_member = queue(&mut conn, 1).await;
+    let bob_member = queue(&mut conn, 0).await;
+    let bob_profile: Vec<u8> = ::redis::cmd("HGET")
+        .arg(format!("{{quicmatch}}:s:{bob_member}"))
+        .arg("prof")
+        .query_async(&mut conn)
+        .await
+        .expect("Bob's profile");
+    let (ann_node, ann_session) = ann_member.split_once(':').expect("node:session");
+    let mut late = bytes::BytesMut::new();
+    quicmatch::cluster::wire::Unit::Matched {
+        session: ann_session.parse().expect("a session id"),
+        partner: bob_member.clone(),
+        match_id: id,
+        initiator: false,
+        profile: bob_profile.into(),
+    }
+    .write(&mut late);
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg(format!("{{quicmatch}}:inbox:{ann_node}"))
+        .arg(late.as_ref())
+        .query_async(&mut conn)
+        .await
+        .expect("publish");
+    // Cal arrives on B and meets Ann; his Matched reaches her node after
+    // the late one, on the same channel.
+    let mut cal = connect(&b).await;
+    let next = match_id(&join(&mut cal, "Cal", Gender::Male).await);
+    assert!(next > id);
+    assert_eq!(match_id(&next_msg(&mut ann).await), next);
+    assert_quiet(&mut ann, 1).await;
+    assert_quiet(&mut bob, 2).await;
+}
+
 #[tokio::test]
 async fn stats_cover_the_whole_pool_and_discovery_sends_people_to_the_least_loaded_node() {
     let redis = RedisServer::start();

@@ -189,16 +189,17 @@ impl Cluster {
         }
     }
 
-    /// `Leave` of session `id`.
-    pub async fn leave(&self, id: SessionId) -> Result<Answer, Unavailable> {
-        self.session_op("leave", &[self.member(id).as_bytes()])
-            .await
+    /// `Leave` of session `id`. Answers the highest match id the pool had
+    /// given when it ran: a match of `id` with an id up to it was made
+    /// before the Leave, however late its `Matched` reaches this node.
+    pub async fn leave(&self, id: SessionId) -> Result<u64, Unavailable> {
+        self.call("leave", &[self.member(id).as_bytes()]).await
     }
 
-    /// Session `id` has ended.
-    pub async fn disconnect(&self, id: SessionId) -> Result<Answer, Unavailable> {
-        self.session_op("disconnect", &[self.member(id).as_bytes()])
-            .await
+    /// Session `id` has ended (or owes the pool a Leave); answers as
+    /// [`Cluster::leave`].
+    pub async fn disconnect(&self, id: SessionId) -> Result<u64, Unavailable> {
+        self.call("disconnect", &[self.member(id).as_bytes()]).await
     }
 
     /// Session `id` could not leave the pool (Redis away): it is taken out

@@ -172,13 +172,17 @@ elseif op == 'stop' then
   flush()
   return 'ok'
 elseif op == 'leave' then
+  -- Returns the highest match id given so far: any match of the session
+  -- that its node hears of late (published before this call) has an id up
+  -- to it, and any later one a higher id.
   leave(ARGV[2])
   flush()
-  return 'ok'
+  return tonumber(redis.call('GET', P .. ':match') or '0')
 elseif op == 'disconnect' then
+  -- Returns as 'leave' does.
   disconnect(ARGV[2])
   flush()
-  return 'ok'
+  return tonumber(redis.call('GET', P .. ':match') or '0')
 elseif op == 'heartbeat' then
   -- ARGV: node, lease (ms), info (JSON), proposed epoch, may reap (0|1)
   -- Returns: epoch, lost (0|1), male queue, female queue, reaped sessions,

@@ -24,7 +24,7 @@ use crate::cluster::heartbeat::{Announcement, LiveNode};
 use crate::cluster::inbox::{self, InboxHandler};
 use crate::cluster::wire::{Unit, read_units};
 use crate::cluster::{
-    Answer, Cluster, HEARTBEAT, HeldSeat, LEASE, PoolState, RemotePartner, node_of,
+    Answer, Cluster, HEARTBEAT, HeldSeat, LEASE, PoolState, RemotePartner, Unavailable, node_of,
 };
 use crate::codec;
 use crate::peer::{PartnerLink, Routing};
@@ -52,6 +52,10 @@ pub(super) struct Seat {
     /// Set from `Join` to `Leave`.
     profile: Option<Profile>,
     place: Place,
+    /// The highest match id the pool had given when the session last left
+    /// it: a `Matched` with an id up to it that reaches the inbox later was
+    /// published before that Leave, for an earlier join, and is not shown.
+    left_after_match: u64,
 }
 
 /// The pool-only part of the hub's state.
@@ -240,8 +244,9 @@ impl Hub {
         };
         // A Leave still owed to the pool goes first, or replaying it later
         // would take this new Join out again.
-        if cluster.take_left_of(id) && cluster.disconnect(id).await.is_err() {
-            cluster.leave_later(id);
+        if cluster.take_left_of(id) {
+            let owed = cluster.disconnect(id).await;
+            self.left_pool(cluster, id, owed);
         }
         self.enter_pool(cluster, id, &profile).await;
         Ok(())
@@ -326,10 +331,28 @@ impl Hub {
                 Place::Idle | Place::Waiting => {}
             }
         }
-        if cluster.leave(id).await.is_err() {
-            // It leaves when Redis is back; what the pool sends it until
-            // then is ignored.
+        let left = cluster.leave(id).await;
+        self.left_pool(cluster, id, left);
+    }
+
+    /// Notes the answer to session `id`'s Leave (or the disconnect that
+    /// stood for it). A Leave clears the seat at once, but the inbox may
+    /// still hold a `Matched` the pool published before it; after a new
+    /// Join that one would look like the session's new match. So the seat
+    /// keeps the highest match id given before the Leave, and the inbox
+    /// skips matches up to it. If Redis was away, the session leaves when
+    /// it is back; what the pool sends it until then is ignored.
+    fn left_pool(&self, cluster: &Cluster, id: SessionId, answer: Result<u64, Unavailable>) {
+        let Ok(highest) = answer else {
             cluster.leave_later(id);
+            return;
+        };
+        let mut state = self.lock();
+        // Counted as seen, so a pool restored after losing its data gives
+        // higher ids than these.
+        state.side.highest_match = state.side.highest_match.max(highest);
+        if let Some(mut seat) = state.side.seats.edit(&id) {
+            seat.left_after_match = highest;
         }
     }
 
@@ -395,6 +418,19 @@ impl Hub {
                             remote.return_credit(peer.relay_window());
                         }
                     }
+                }
+                Unit::Matched {
+                    session, match_id, ..
+                } if state
+                    .side
+                    .seats
+                    .get(&session)
+                    .is_some_and(|seat| match_id <= seat.left_after_match) =>
+                {
+                    debug!(
+                        session,
+                        match_id, "a match made before the session left; skipped"
+                    );
                 }
                 event => {
                     if let Some(notice) = self.seat_event(cluster, &mut state, &peer, event) {
@@ -557,9 +593,8 @@ impl Hub {
     /// ones join it (at every heartbeat; usually there are none).
     async fn retry_pending(&self, cluster: &Arc<Cluster>) {
         for id in cluster.take_left() {
-            if cluster.disconnect(id).await.is_err() {
-                cluster.leave_later(id);
-            }
+            let answer = cluster.disconnect(id).await;
+            self.left_pool(cluster, id, answer);
         }
         let pending: Vec<(SessionId, Profile)> = {
             let state = self.lock();
