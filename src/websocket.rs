@@ -120,14 +120,15 @@ async fn serve(socket: WebSocket, _seat: SourceSeat, sessions: Arc<WebSocketSess
     metrics::session_set_up(started.elapsed());
     tracing::Span::current().record("id", peer.id());
     debug!("WebSocket session open");
-    let writer = tokio::spawn(
-        write_loop(peer.clone(), sink, outbound, sessions.keep_alive).in_current_span(),
-    );
-    let stream = {
+    // Reader and writer are two futures of this one task (a task of its
+    // own for the writer cost a spawn and its memory per session); each
+    // runs while the other waits, as the relay's flow control needs.
+    let write = write_loop(&peer, sink, outbound, sessions.keep_alive);
+    let read = async {
         let _leave = Admitted { hub, peer: &peer };
         read_loop(&peer, hub, stream, sessions.limits, sessions.idle_timeout).await
     };
-    let _ = writer.await;
+    let ((), stream) = tokio::join!(write, read);
     drain_until_closed(stream).await;
     debug!("WebSocket session closed");
 }
@@ -222,7 +223,7 @@ fn message_of(unit: Unit) -> Message {
 /// Writes the queue to the socket in batches, pings a quiet client, and on
 /// a close request sends `Closing` and closes the socket.
 async fn write_loop(
-    peer: Arc<Peer>,
+    peer: &Arc<Peer>,
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: OutboundReader,
     keep_alive: Duration,
@@ -244,7 +245,7 @@ async fn write_loop(
         };
         let mut next = first;
         while let Some(item) = next.take().or_else(|| outbound.try_recv()) {
-            if let Some(unit) = drain.take(&peer, item) {
+            if let Some(unit) = drain.take(peer, item) {
                 batch.push(message_of(unit));
             }
             if batch.len() >= MAX_BATCH {
