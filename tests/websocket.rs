@@ -8,7 +8,7 @@ mod common;
 
 use common::websocket::{Unit, WsClient, WsOptions};
 use common::*;
-use quicmatch::protocol::{ClientMsg, Datagram, ErrorCode, Gender, ServerMsg};
+use quicmatch::protocol::{ClientMsg, Datagram, ErrorCode, Gender, MAX_SDP_LEN, ServerMsg};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 /// A WebSocket session on `server`'s next node, joined as `name`.
@@ -75,6 +75,16 @@ protocol_test! {
         })
         .await;
         assert!(matches!(ann.next_msg().await, ServerMsg::Ice { match_id, .. } if match_id == id));
+        // Offers of the largest SDP, several times the server's read
+        // buffer, back to back with short ones: each arrives whole and in
+        // order.
+        let sdps = ["a".repeat(MAX_SDP_LEN), "v=0 short".into(), "b".repeat(MAX_SDP_LEN)];
+        for sdp in &sdps {
+            ann.send(&ClientMsg::Offer { match_id: id, sdp: sdp.clone() }).await;
+        }
+        for sdp in sdps {
+            assert_eq!(bob.next_msg().await, ServerMsg::Offer { match_id: id, sdp });
+        }
         server.shutdown().await;
     }
 }
