@@ -49,6 +49,11 @@ local function flush()
   end
 end
 
+-- The highest match id given so far.
+local function match_counter()
+  return tonumber(redis.call('GET', P .. ':match') or '0')
+end
+
 local function alive(n)
   local lease = redis.call('ZSCORE', P .. ':nodes', n)
   return lease ~= false and lease ~= nil and tonumber(lease) >= now
@@ -177,12 +182,12 @@ elseif op == 'leave' then
   -- to it, and any later one a higher id.
   leave(ARGV[2])
   flush()
-  return tonumber(redis.call('GET', P .. ':match') or '0')
+  return match_counter()
 elseif op == 'disconnect' then
   -- Returns as 'leave' does.
   disconnect(ARGV[2])
   flush()
-  return tonumber(redis.call('GET', P .. ':match') or '0')
+  return match_counter()
 elseif op == 'heartbeat' then
   -- ARGV: node, lease (ms), info (JSON), proposed epoch, may reap (0|1)
   -- Returns: epoch, lost (0|1), male queue, female queue, reaped sessions,
@@ -223,7 +228,7 @@ elseif op == 'restore' then
   -- member, state (w|m), gender, profile, partner, match id, initiator (1|0).
   local n = ARGV[2]
   local seen = tonumber(ARGV[3])
-  if tonumber(redis.call('GET', P .. ':match') or '0') < seen then
+  if match_counter() < seen then
     redis.call('SET', P .. ':match', seen)
   end
   for i = 5, #ARGV, 7 do

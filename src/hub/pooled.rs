@@ -233,20 +233,26 @@ impl Hub {
     ) -> Result<(), RefusedError> {
         let profile = {
             let mut state = self.lock();
-            let mut seat = state.side.seats.edit_or_insert(id);
+            let seat = state.side.seats.edit_or_insert(id);
             if seat.profile.is_some() {
                 return Err(RefusedError::AlreadyJoined);
             }
-            let profile = checked?;
-            seat.profile = Some(profile.clone());
-            seat.place = Place::Pending;
-            profile
+            checked?
         };
         // A Leave still owed to the pool goes first, or replaying it later
-        // would take this new Join out again.
+        // would take this new Join out again; until it is answered the seat
+        // stays empty, so a late `Matched` of the earlier join is dropped.
         if cluster.take_left_of(id) {
             let owed = cluster.disconnect(id).await;
             self.left_pool(cluster, id, owed);
+        }
+        {
+            let mut state = self.lock();
+            let Some(mut seat) = state.side.seats.edit(&id) else {
+                return Ok(());
+            };
+            seat.profile = Some(profile.clone());
+            seat.place = Place::Pending;
         }
         self.enter_pool(cluster, id, &profile).await;
         Ok(())
@@ -427,10 +433,15 @@ impl Hub {
                     .get(&session)
                     .is_some_and(|seat| match_id <= seat.left_after_match) =>
                 {
+                    // Should the pool's match counter ever go back (its data
+                    // reloaded from an old snapshot), a real match would be
+                    // skipped too: reading the sessions back, at the next
+                    // heartbeat, delivers it then.
                     debug!(
                         session,
                         match_id, "a match made before the session left; skipped"
                     );
+                    self.inbox_gap.store(true, Ordering::Relaxed);
                 }
                 event => {
                     if let Some(notice) = self.seat_event(cluster, &mut state, &peer, event) {
