@@ -136,6 +136,9 @@ pub struct Hub {
     view: Mutex<PoolView>,
     /// The inbox missed messages: sessions' states are to be read back.
     inbox_gap: std::sync::atomic::AtomicBool,
+    /// Whether the inbox is subscribed: what the pool publishes while it is
+    /// not is lost, so pending joins wait for it.
+    inbox_live: tokio::sync::watch::Sender<bool>,
     /// Shutting down: no session is admitted; `/health` reads it without
     /// the lock.
     draining: std::sync::atomic::AtomicBool,
@@ -169,6 +172,7 @@ impl Hub {
             ack_cap,
             view: Mutex::new(PoolView::default()),
             inbox_gap: std::sync::atomic::AtomicBool::new(false),
+            inbox_live: tokio::sync::watch::Sender::new(false),
             draining: std::sync::atomic::AtomicBool::new(false),
             counts: AtomicCell::new(Stats::default()),
         }

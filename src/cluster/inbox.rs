@@ -1,7 +1,8 @@
 //! This node's inbox: one Redis subscription, whatever the number of
-//! sessions. It re-subscribes with back-off when Redis goes away, and then
-//! says so, since what was published meanwhile is lost and the node must
-//! read its sessions' state back from the pool.
+//! sessions. It re-subscribes with back-off when Redis goes away, and says
+//! when it is subscribed and when not: what is published meanwhile is lost,
+//! so the node must read its sessions' state back from the pool, and should
+//! not join sessions to the pool until it can hear the answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,11 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 pub trait InboxHandler: Send + Sync {
     /// One inbox message (one or more units).
     fn message(&self, message: Bytes);
-    /// Subscribed again after a gap: messages may have been lost.
-    fn resubscribed(&self);
+    /// Subscribed; `after_gap` when it had been subscribed before, so
+    /// messages may have been lost.
+    fn subscribed(&self, after_gap: bool);
+    /// The subscription was lost.
+    fn unsubscribed(&self);
 }
 
 /// Reads the inbox of `cluster`'s node until `shutdown`.
@@ -61,10 +65,11 @@ pub async fn run(
             Err(_) => continue,
         };
         backoff = BACKOFF.0;
-        if !std::mem::take(&mut first) {
+        let after_gap = !std::mem::take(&mut first);
+        if after_gap {
             info!("inbox subscribed again");
-            handler.resubscribed();
         }
+        handler.subscribed(after_gap);
         let mut messages = pubsub.on_message();
         loop {
             let message = tokio::select! {
@@ -79,5 +84,6 @@ pub async fn run(
             }
         }
         warn!("inbox subscription lost");
+        handler.unsubscribed();
     }
 }

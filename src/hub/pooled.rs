@@ -31,6 +31,10 @@ use crate::peer::{PartnerLink, Routing};
 use crate::protocol::{CloseCode, Profile};
 use crate::registry::{RefusedError, SessionId, Stats};
 
+/// How long a starting node waits for its inbox before it serves anyway
+/// (degraded, if Redis is away).
+const INBOX_WAIT: Duration = Duration::from_secs(2);
+
 /// Where a session of this node last stood in the pool.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 enum Place {
@@ -258,13 +262,18 @@ impl Hub {
         Ok(())
     }
 
-    /// Puts a joined session into the pool; if Redis is away it stays
-    /// pending here, told its place among this node's pending sessions.
+    /// Puts a joined session into the pool; if Redis is away (or this
+    /// node's inbox, which would lose the answer) it stays pending here,
+    /// told its place among this node's pending sessions.
     async fn enter_pool(&self, cluster: &Cluster, id: SessionId, profile: &Profile) {
-        let encoded = codec::encode(profile);
-        match cluster.join(id, profile.gender, &encoded).await {
-            Ok(_) => return,
-            Err(error) => debug!(%error, session = id, "join waits for the pool"),
+        if *self.inbox_live.borrow() {
+            let encoded = codec::encode(profile);
+            match cluster.join(id, profile.gender, &encoded).await {
+                Ok(_) => return,
+                Err(error) => debug!(%error, session = id, "join waits for the pool"),
+            }
+        } else {
+            debug!(session = id, "join waits for the inbox");
         }
         let state = self.lock();
         let still_pending = state
@@ -699,6 +708,11 @@ impl Hub {
             cluster: cluster.clone(),
         });
         tokio::spawn(inbox::run(cluster.clone(), handler, shutdown.clone()));
+        // A node serves once it can hear the pool: a session matched before
+        // its inbox is subscribed would never be told. Bounded: with Redis
+        // away the node starts degraded.
+        let mut live = self.inbox_live.subscribe();
+        let _ = tokio::time::timeout(INBOX_WAIT, live.wait_for(|live| *live)).await;
         let mut known_epoch: Option<String> = None;
         let mut recovery = Recovery::None;
         let mut healthy_since: Option<Instant> = None;
@@ -753,9 +767,15 @@ impl Hub {
                 }
                 Recovery::Reconcile => self.reconcile(&cluster).await,
             };
+            // Pending sessions are retried only while the inbox can hear
+            // the pool's answer (after Redis comes back, the inbox may
+            // subscribe a little later than this heartbeat gets through);
+            // a retry that waited again would tell each its place again.
             if done {
                 recovery = Recovery::None;
-                self.retry_pending(&cluster).await;
+                if *self.inbox_live.borrow() {
+                    self.retry_pending(&cluster).await;
+                }
             }
             self.set_view(&beat);
             if let Some(first) = first_beat.take() {
@@ -867,11 +887,20 @@ impl InboxHandler for Inbox {
         }
     }
 
-    /// The heartbeat reads the sessions back once it knows whether the
-    /// pool kept its data (a restore) or not.
-    fn resubscribed(&self) {
+    /// After a gap, the heartbeat reads the sessions back once it knows
+    /// whether the pool kept its data (a restore) or not.
+    fn subscribed(&self, after_gap: bool) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.inbox_gap.store(true, Ordering::Relaxed);
+            if after_gap {
+                hub.inbox_gap.store(true, Ordering::Relaxed);
+            }
+            hub.inbox_live.send_replace(true);
+        }
+    }
+
+    fn unsubscribed(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.inbox_live.send_replace(false);
         }
     }
 }
