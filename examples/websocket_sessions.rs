@@ -3,11 +3,12 @@
 //! gender until every one is matched, and reports how much the server's
 //! resident memory grew per session (read from `/proc/PID/status`, so the
 //! server must run on this machine). With OFFERS, each woman then relays
-//! that many 3 KB offers to her partner, and the server's CPU per offer
-//! is reported (from `/proc/PID/stat`).
+//! that many 3 KB offers to her partner, back to back, and the server's CPU
+//! per offer (from `/proc/PID/stat`) and its memory after them are
+//! reported; the server's `--frame-rate` must allow OFFERS at once.
 //!
 //! ```sh
-//! target/release/quicmatch --bind 127.0.0.1 --port 4433 --http-port 4434 &
+//! target/release/quicmatch --bind 127.0.0.1 --port 4433 --http-port 4434 --frame-rate 100000 &
 //! cargo run --release --example websocket_sessions -- 127.0.0.1:4434 $! 2000 [OFFERS]
 //! ```
 //!
@@ -126,15 +127,17 @@ async fn main() -> anyhow::Result<()> {
         after.saturating_sub(before) as f64 / sessions as f64
     );
     if offers > 0 {
-        relay(pid, sockets, &matches, offers).await?;
+        relay(pid, before, sockets, &matches, offers).await?;
     }
     Ok(())
 }
 
 /// Each woman (even sessions) sends `offers` offers to her partner, one
-/// task a session; reports the server's CPU per offer.
+/// task a session; reports the server's CPU per offer, and its RSS growth
+/// over `before` per session once they have all arrived.
 async fn relay(
     pid: u32,
+    before: u64,
     sockets: Vec<Socket>,
     matches: &[u64],
     offers: usize,
@@ -174,6 +177,12 @@ async fn relay(
         "{relayed} offers of 3 KB relayed in {:.2} s: server CPU {:.1} µs per offer",
         clock.elapsed().as_secs_f64(),
         cpu as f64 / relayed as f64
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = resident_kib(pid)?;
+    println!(
+        "after the offers: server RSS {after} KiB, {:.2} KiB per session",
+        after.saturating_sub(before) as f64 / kept.len() as f64
     );
     Ok(())
 }

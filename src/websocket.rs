@@ -44,7 +44,8 @@ pub const DATAGRAM_TAG: u8 = 0x01;
 pub const CLOSE_STATUS_BASE: u16 = 4000;
 /// Units taken off the queue for one flush.
 const MAX_BATCH: usize = 64;
-/// What the socket reads at a time: most signaling messages fit.
+/// What the socket reads at a time: a short message fits in one read, a
+/// browser's offer in two or three.
 const READ_BUFFER: usize = 4 * 1024;
 
 /// What WebSocket sessions need from the server.
@@ -190,7 +191,11 @@ async fn read_loop(
                 Some(&FRAME_TAG) if unit.len() > 1 => {
                     input.frame(peer, hub, frame_of(&unit[1..])).await;
                 }
-                Some(&DATAGRAM_TAG) if unit.len() > 1 => input.datagram(peer, unit.slice(1..)),
+                // Copied, as a frame is: a slice would keep the socket's
+                // whole read buffer alive while it waits in a queue.
+                Some(&DATAGRAM_TAG) if unit.len() > 1 => {
+                    input.datagram(peer, Bytes::copy_from_slice(&unit[1..]));
+                }
                 Some(&FRAME_TAG | &DATAGRAM_TAG) => input.bad_frame(peer, "empty unit"),
                 Some(_) => input.bad_frame(peer, "unknown unit tag"),
                 None => input.bad_frame(peer, "empty message"),
