@@ -24,29 +24,24 @@ use quicmatch::protocol::{ClientMsg, Gender, Profile, ServerMsg};
 use quicmatch::websocket::FRAME_TAG;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+/// The load generator's reader of /proc; this example takes the server's
+/// figures from it, not the UDP counters.
+#[allow(dead_code)]
+#[path = "../src/bin/quicmatch-load/procfs.rs"]
+mod procfs;
+
 /// The server's resident memory, in KiB.
 fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .context("no VmRSS line")
+    procfs::sample(&[pid])
+        .server_rss_kib
+        .context("the server's /proc/PID/status is unreadable")
 }
 
-/// The server's CPU time (user and system), in microseconds.
-fn cpu_us(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th of them, in clock ticks (100 a second).
-    let after_name = stat.rsplit_once(')').context("no command name")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Ok(ticks * 10_000)
+/// The server's CPU time (user and system) so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    procfs::sample(&[pid])
+        .server_cpu_ticks
+        .context("the server's /proc/PID/stat is unreadable")
 }
 
 /// The next `0x00` unit's message on `socket`, within 30 s.
@@ -143,7 +138,7 @@ async fn relay(
     offers: usize,
 ) -> anyhow::Result<()> {
     let sdp = "a".repeat(3000);
-    let started = cpu_us(pid)?;
+    let started = cpu_ticks(pid)?;
     let clock = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (mut socket, &match_id)) in sockets.into_iter().zip(matches).enumerate() {
@@ -172,7 +167,8 @@ async fn relay(
         kept.push(done??);
     }
     let relayed = offers * matches.len() / 2;
-    let cpu = cpu_us(pid)?.saturating_sub(started);
+    let cpu = procfs::cpu_us(Some(started), Some(cpu_ticks(pid)?), procfs::clock_ticks())
+        .unwrap_or_default();
     println!(
         "{relayed} offers of 3 KB relayed in {:.2} s: server CPU {:.1} µs per offer",
         clock.elapsed().as_secs_f64(),
