@@ -610,11 +610,18 @@ impl Hub {
     }
 
     /// Sessions that ended while Redis was away leave the pool, and pending
-    /// ones join it (at every heartbeat; usually there are none).
+    /// ones join it (at every heartbeat; usually there are none). They join
+    /// only while the inbox can hear the pool's answer: after Redis comes
+    /// back, the inbox may subscribe a little later than a heartbeat gets
+    /// through, and a retry that waited again would tell each its place
+    /// again.
     async fn retry_pending(&self, cluster: &Arc<Cluster>) {
         for id in cluster.take_left() {
             let answer = cluster.disconnect(id).await;
             self.left_pool(cluster, id, answer);
+        }
+        if !*self.inbox_live.borrow() {
+            return;
         }
         let pending: Vec<(SessionId, Profile)> = {
             let state = self.lock();
@@ -767,15 +774,9 @@ impl Hub {
                 }
                 Recovery::Reconcile => self.reconcile(&cluster).await,
             };
-            // Pending sessions are retried only while the inbox can hear
-            // the pool's answer (after Redis comes back, the inbox may
-            // subscribe a little later than this heartbeat gets through);
-            // a retry that waited again would tell each its place again.
             if done {
                 recovery = Recovery::None;
-                if *self.inbox_live.borrow() {
-                    self.retry_pending(&cluster).await;
-                }
+                self.retry_pending(&cluster).await;
             }
             self.set_view(&beat);
             if let Some(first) = first_beat.take() {
