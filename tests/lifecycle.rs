@@ -517,6 +517,17 @@ async fn wtransport_session(
     (endpoint, connection)
 }
 
+/// Polls `done` every 50 ms until it holds, for at most 2 s (the caller
+/// asserts what it then finds).
+async fn until_within_2s(done: impl Fn() -> bool) {
+    for _ in 0..40 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// This crate's clients (the native client, the load generator) do not
 /// probe for a larger path MTU: the server keeps its packets at 1,200
 /// bytes, so probes would only cost both ends. quinn's default client, on
@@ -538,12 +549,7 @@ async fn clients_send_no_path_mtu_probes() {
             .sent_plpmtud_probes
     };
     // quinn probes as soon as the handshake is confirmed; give it 2 s.
-    for _ in 0..40 {
-        if probes(&default) > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_within_2s(|| probes(&default) > 0).await;
     assert!(probes(&default) > 0, "quinn's default client probes");
     assert_eq!(probes(&ours), 0, "this crate's clients do not");
     server.shutdown().await;
@@ -571,12 +577,7 @@ async fn sessions_exchange_one_spare_connection_id() {
     };
     // The spare ID comes with the end of the handshake; give it 2 s, then a
     // moment more for any further one to arrive.
-    for _ in 0..40 {
-        if stats() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_within_2s(|| stats() > 0).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(stats(), 1, "the server issues one spare connection ID");
     let sent = connection
