@@ -758,7 +758,8 @@ impl Model {
 // WebTransport's HTTP/3 input
 
 /// Input: `[what] [chunk] bytes`. `what % 3` says what the bytes are: the
-/// peer's control stream after its type byte (0), the CONNECT stream (1),
+/// peer's control stream after its type byte (0), the CONNECT stream (1,
+/// read as the server reads a request and as a client reads a response),
 /// or a datagram of the session on stream `4 * chunk` (2). Streams are fed
 /// to a `FrameBuffer` in chunks of `chunk + 1` bytes, taking every whole
 /// frame after each, as the layer reads them.
@@ -766,7 +767,8 @@ impl Model {
 /// Checks: chunking changes neither the frames nor where an oversized one
 /// is refused; every frame is within `MAX_FRAME`; the control stream yields
 /// SETTINGS at most once, and only as its first frame; the CONNECT stream
-/// yields at most one request, first, and a close only after it; a
+/// yields at most one request, first, and a close only after it, and a
+/// status only from a HEADERS frame; a
 /// datagram's payload offset is exactly its prefix, a varint naming the
 /// session.
 pub fn webtransport_input(data: &[u8]) {
@@ -805,6 +807,10 @@ pub fn webtransport_input(data: &[u8]) {
     let mut connect = ConnectStream::default();
     let mut requested = false;
     for frame in frames {
+        // The same stream as a client reads it, before the session is up.
+        if let Ok(Some(_)) = wire::response_status(frame.clone()) {
+            assert_eq!(frame.0, 0x01, "a status from a frame that is not HEADERS");
+        }
         match connect.frame(frame) {
             Ok(Some(ConnectEvent::Request(headers))) => {
                 assert!(!requested, "a second request");

@@ -163,11 +163,7 @@ impl ConnectStream {
         match (kind, self.requested) {
             (FRAME_HEADERS, false) => {
                 self.requested = true;
-                if !qpack_integers_fit(&payload) {
-                    return Err(ErrorCode::Decompression);
-                }
-                Headers::with_frame(&Frame::new_headers(Cow::Owned(payload)))
-                    .map(|headers| Some(ConnectEvent::Request(headers)))
+                header_block(payload).map(|headers| Some(ConnectEvent::Request(headers)))
             }
             (FRAME_DATA, false) => Err(ErrorCode::FrameUnexpected),
             (FRAME_DATA, true) => {
@@ -200,6 +196,30 @@ impl ConnectStream {
         } else {
             Err(ErrorCode::Message)
         }
+    }
+}
+
+/// A HEADERS frame's field section, decoded with QPACK's static table.
+fn header_block(payload: Vec<u8>) -> Result<Headers, ErrorCode> {
+    if !qpack_integers_fit(&payload) {
+        return Err(ErrorCode::Decompression);
+    }
+    Headers::with_frame(&Frame::new_headers(Cow::Owned(payload)))
+}
+
+/// What a client reads on its CONNECT stream before the session is up:
+/// the `:status` of the server's response (the first HEADERS frame),
+/// nothing for frame types to skip, or a connection error (DATA first, a
+/// bad field section, no status).
+pub fn response_status((kind, payload): RawFrame) -> Result<Option<u16>, ErrorCode> {
+    match kind {
+        FRAME_HEADERS => header_block(payload)?
+            .get(":status")
+            .and_then(|status| status.parse().ok())
+            .map(Some)
+            .ok_or(ErrorCode::Message),
+        FRAME_DATA => Err(ErrorCode::FrameUnexpected),
+        _ => Ok(None),
     }
 }
 
@@ -479,5 +499,36 @@ mod tests {
         assert_eq!(datagram_offset(&[0x02, b'h'], session), None);
         assert_eq!(datagram_offset(&[], session), None);
         assert_eq!(datagram_offset(&[0x40], session), None);
+    }
+
+    #[test]
+    fn a_client_reads_the_status_of_the_response() {
+        use wtransport_proto::session::SessionResponse;
+        let frame = |response: SessionResponse| {
+            let frame = response.headers().generate_frame();
+            (FRAME_HEADERS, frame.payload().to_vec())
+        };
+        assert_eq!(response_status(frame(SessionResponse::ok())), Ok(Some(200)));
+        assert_eq!(
+            response_status(frame(SessionResponse::too_many_requests())),
+            Ok(Some(429))
+        );
+        // Reserved frame types before the response are skipped.
+        assert_eq!(response_status((0x21, vec![1, 2])), Ok(None));
+        assert_eq!(
+            response_status((FRAME_DATA, vec![])),
+            Err(ErrorCode::FrameUnexpected)
+        );
+        // A field section without a status, and one that does not decode.
+        let request = SessionRequest::new("https://localhost/").unwrap();
+        let headers = request.headers().generate_frame().payload().to_vec();
+        assert_eq!(
+            response_status((FRAME_HEADERS, headers)),
+            Err(ErrorCode::Message)
+        );
+        assert_eq!(
+            response_status((FRAME_HEADERS, vec![0xff; 12])),
+            Err(ErrorCode::Decompression)
+        );
     }
 }
