@@ -6,6 +6,10 @@
 //!   against wtransport's own client: a stream and a datagram echoed, 403 /
 //!   404 / 429 answers, a second stream refused with 0x10, a server close
 //!   whose code and reason the client sees, a client close the server sees.
+//! - `layer_with_its_own_client`: the same server against the layer's
+//!   client (`ClientSession`, the load generator's): 403 / 429 / 404 seen
+//!   as statuses, a stream and a datagram echoed, both closes seen with
+//!   their code and reason.
 //! - `native_client_through_thin_floor`: two `quicmatch::client::Client`s
 //!   (the crate's native client, on wtransport's client) through
 //!   `examples/thin_floor.rs`: joined, matched, offer and answer relayed,
@@ -38,7 +42,7 @@ use anyhow::{Context, Result, ensure};
 use base64::Engine;
 use quicmatch::client::{Client, Event, Verification};
 use quicmatch::protocol::{ClientMsg, Gender, Profile, ServerMsg};
-use quicmatch::webtransport::{self, Closed};
+use quicmatch::webtransport::{self, ClientError, ClientSession, Closed};
 use quicmatch::{tls, transport};
 use serde_json::Value;
 use tokio::time::timeout;
@@ -262,6 +266,101 @@ async fn layer_with_the_wtransport_client() -> Result<()> {
     send.write_all(b"x").await?;
     timeout(STEP, recv.read(&mut buf)).await??;
     connection.close(VarInt::from_u32(7), b"bye");
+    let closed = timeout(STEP, ended.recv())
+        .await?
+        .context("server side ended")?;
+    match &closed {
+        Closed::Lost(wtransport::quinn::ConnectionError::ApplicationClosed(close)) => ensure!(
+            close.error_code == wtransport::quinn::VarInt::from_u32(7)
+                && &close.reason[..] == b"bye",
+            "client close as the server saw it: {closed:?}"
+        ),
+        other => anyhow::bail!("client close as the server saw it: {other:?}"),
+    }
+
+    server.close(0u32.into(), b"");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The layer's own client against its server
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_with_its_own_client() -> Result<()> {
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let (url, hash, server) = echo_server(ended_tx).await?;
+    let addr = server.local_addr()?;
+    let socket = transport::bind_udp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 1 << 20)?;
+    let config = ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([Sha256Digest::new(hash)])
+        .build();
+    let client = webtransport::client_endpoint(socket, &config)?;
+
+    // Refusals carry the server's status.
+    for (path, status) in [("/forbidden", 403), ("/busy", 429), ("/nowhere", 404)] {
+        let result = timeout(
+            STEP,
+            ClientSession::connect(&client, addr, &format!("{url}{path}")),
+        )
+        .await?;
+        match result {
+            Err(ClientError::Refused(got)) => ensure!(got == status, "{path}: status {got}"),
+            other => anyhow::bail!("{path}: expected {status}, got {other:?}"),
+        }
+    }
+
+    // A session: stream echo, datagram echo.
+    let session = timeout(
+        STEP,
+        ClientSession::connect(&client, addr, &format!("{url}/echo")),
+    )
+    .await??;
+    let (mut send, mut recv) = timeout(STEP, session.open_bi()).await??;
+    send.write_all(b"hello").await?;
+    let mut buf = [0u8; 64];
+    let n = timeout(STEP, recv.read(&mut buf)).await??.context("echo")?;
+    ensure!(&buf[..n] == b"hello", "stream echo: {:?}", &buf[..n]);
+    let mut echoed = None;
+    for _ in 0..10 {
+        session.send_datagram(b"a datagram")?;
+        if let Ok(Ok(datagram)) = timeout(Duration::from_millis(300), session.read_datagram()).await
+        {
+            echoed = Some(datagram.to_vec());
+            break;
+        }
+    }
+    ensure!(
+        echoed.as_deref() == Some(&b"a datagram"[..]),
+        "datagram echo: {echoed:?}"
+    );
+
+    // The server closes: the client sees its code and reason.
+    send.write_all(b"close").await?;
+    let error = timeout(STEP, session.connection().closed()).await?;
+    match &error {
+        wtransport::quinn::ConnectionError::ApplicationClosed(close) => ensure!(
+            close.error_code == wtransport::quinn::VarInt::from_u32(4242)
+                && &close.reason[..] == b"closing now",
+            "close as the client saw it: {error:?}"
+        ),
+        other => anyhow::bail!("close as the client saw it: {other:?}"),
+    }
+    let closed = timeout(STEP, ended.recv())
+        .await?
+        .context("server side ended")?;
+    ensure!(matches!(closed, Closed::Lost(_)), "server side: {closed:?}");
+
+    // The client closes: the server sees its code and reason.
+    let session = timeout(
+        STEP,
+        ClientSession::connect(&client, addr, &format!("{url}/echo")),
+    )
+    .await??;
+    let (mut send, mut recv) = timeout(STEP, session.open_bi()).await??;
+    send.write_all(b"x").await?;
+    timeout(STEP, recv.read(&mut buf)).await??;
+    session.close(7, b"bye");
     let closed = timeout(STEP, ended.recv())
         .await?
         .context("server side ended")?;

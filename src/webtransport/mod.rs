@@ -37,7 +37,12 @@
 //! SETTINGS are parsed but not checked (a client that cannot do
 //! WebTransport never sends the CONNECT). Shutdown closes connections with
 //! `Closing` and the application's code rather than a GOAWAY.
+//!
+//! [`ClientSession`] is the same layer's client side, for clients that
+//! hold many sessions (the load generator): no task or channel per
+//! session either.
 
+mod client;
 mod gate;
 mod h3;
 mod session;
@@ -54,6 +59,7 @@ use wtransport_proto::error::ErrorCode;
 use wtransport_proto::ids::SessionId;
 use wtransport_proto::session::{SessionRequest, SessionResponse};
 
+pub use client::{ClientError, ClientSession, client_endpoint};
 pub use h3::REFUSED_STREAM;
 pub use session::{Closed, Datagrams, Event, Session};
 

@@ -75,6 +75,14 @@ pub struct Datagrams {
 }
 
 impl Datagrams {
+    /// The datagrams of `session` on `connection`.
+    pub(super) fn new(connection: quinn::Connection, session: SessionId) -> Datagrams {
+        Datagrams {
+            connection,
+            prefix: Prefix::of(session),
+        }
+    }
+
     /// Sends `payload` as one datagram of the session.
     pub fn send(&self, payload: &[u8]) -> Result<(), quinn::SendDatagramError> {
         let prefix = self.prefix.as_slice();
@@ -116,10 +124,7 @@ impl Session {
         session_id: SessionId,
     ) -> Session {
         Session {
-            datagrams: Datagrams {
-                connection: connection.clone(),
-                prefix: Prefix::of(session_id),
-            },
+            datagrams: Datagrams::new(connection.clone(), session_id),
             connection,
             h3,
             _connect: connect,
