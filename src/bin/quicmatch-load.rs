@@ -27,10 +27,13 @@
 //! are never limited), so that a server with default limits is measured
 //! rather than rate-limited; `0` sends as fast as possible.
 //!
-//! It uses a small client of its own on top of `wtransport` rather than
-//! [`quicmatch::client::Client`]: one task per pair or session, no timers
-//! per session and configurable socket buffers keep the generator's own cost
-//! low, which matters when it shares the machine with the server.
+//! It uses a small client of its own rather than
+//! [`quicmatch::client::Client`]: sessions on the thin WebTransport client
+//! over quinn ([`quicmatch::webtransport::ClientSession`]), one task per
+//! pair or session, no timers per session, configurable socket buffers, and
+//! a certificate trusted by its pinned hash without verifying the
+//! handshake's signature ([`pinned`]) keep the generator's own cost at or
+//! below the server's, which matters when it shares the machine with it.
 //!
 //! It only ever talks to loopback addresses.
 //!
@@ -44,7 +47,8 @@
 //!   [`initials`] beside the scenario, timing newcomers meanwhile.
 //! - [`procfs`]: CPU, memory and UDP counters from /proc; [`figures`] and
 //!   [`report`]: the JSON line; [`progress`]: the line on stderr.
-//! - [`loopback`]: address checks and UDP endpoints; [`sidecar`]: the
+//! - [`loopback`]: address checks and UDP endpoints; [`pinned`]: how the
+//!   server's certificate is trusted; [`sidecar`]: the
 //!   server's HTTP API; [`shared`]: counters and failures; [`tasks`]:
 //!   waiting for a phase's tasks.
 
@@ -66,6 +70,8 @@ mod loopback;
 mod pacer;
 #[path = "quicmatch-load/pair.rs"]
 mod pair;
+#[path = "quicmatch-load/pinned.rs"]
+mod pinned;
 #[path = "quicmatch-load/procfs.rs"]
 mod procfs;
 #[path = "quicmatch-load/progress.rs"]

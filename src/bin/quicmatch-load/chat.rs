@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use quicmatch::codec;
 use quicmatch::protocol::Datagram;
+use quicmatch::webtransport::ClientSession;
 use tokio::time::{Instant, sleep_until, timeout_at};
-use wtransport::Connection;
 
 use crate::pacer::{Pacer, stagger};
 use crate::pair::{Pair, PairOutcome, finish_pair, parse_payload, payload};
@@ -53,7 +53,7 @@ pub async fn chat_pair(pair: Pair, shared: Arc<Shared>, start: Instant) -> PairO
                 seq: send_seq,
                 text,
             });
-            if let Err(error) = initiator.send_datagram(bytes) {
+            if let Err(error) = initiator.send_datagram(&bytes) {
                 broken = Some(format!("send datagram: {error}"));
                 break;
             }
@@ -63,12 +63,12 @@ pub async fn chat_pair(pair: Pair, shared: Arc<Shared>, start: Instant) -> PairO
             continue;
         }
         tokio::select! {
-            datagram = responder.receive_datagram() => match datagram {
-                Ok(d) => inbox.on_datagram(&d.payload(), responder, last_sent, false, &shared),
+            datagram = responder.read_datagram() => match datagram {
+                Ok(d) => inbox.on_datagram(&d, responder, last_sent, false, &shared),
                 Err(error) => { broken = Some(format!("responder: {error}")); break; }
             },
-            datagram = initiator.receive_datagram() => match datagram {
-                Ok(d) => on_ack(&d.payload(), id, match_id, last_sent, &shared),
+            datagram = initiator.read_datagram() => match datagram {
+                Ok(d) => on_ack(&d, id, match_id, last_sent, &shared),
                 Err(error) => { broken = Some(format!("initiator: {error}")); break; }
             },
             _ = sleep_until(deadline) => {}
@@ -78,10 +78,10 @@ pub async fn chat_pair(pair: Pair, shared: Arc<Shared>, start: Instant) -> PairO
     if broken.is_none() && inbox.count < total {
         let deadline = Instant::now() + wait;
         while inbox.count < total {
-            let Ok(Ok(datagram)) = timeout_at(deadline, responder.receive_datagram()).await else {
+            let Ok(Ok(datagram)) = timeout_at(deadline, responder.read_datagram()).await else {
                 break;
             };
-            inbox.on_datagram(&datagram.payload(), responder, last_sent, true, &shared);
+            inbox.on_datagram(&datagram, responder, last_sent, true, &shared);
         }
     }
     let lost = u64::from(total - inbox.count);
@@ -134,7 +134,7 @@ impl Inbox {
     fn on_datagram(
         &mut self,
         payload: &[u8],
-        responder: &Connection,
+        responder: &ClientSession,
         last_sent: u32,
         straggler: bool,
         shared: &Shared,
@@ -156,7 +156,7 @@ impl Inbox {
                 return shared.error(format!("pair {id} responder: bad datagram: {error}"));
             }
         };
-        let _ = responder.send_datagram(codec::encode(&Datagram::ChatAck { match_id: m, seq }));
+        let _ = responder.send_datagram(&codec::encode(&Datagram::ChatAck { match_id: m, seq }));
         match parse_payload(&text) {
             Some(stamp)
                 if stamp.pair == id

@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::initials::Initials;
-use crate::loopback::{authority, endpoint, loopback_addr};
+use crate::loopback::{Target, authority, endpoint, loopback_addr};
 use crate::procfs::sample;
 use crate::session::Session;
 use crate::shared::Shared;
@@ -160,9 +160,9 @@ async fn newcomer(
     hashes: Option<&[[u8; 32]]>,
     index: u32,
 ) -> anyhow::Result<()> {
-    let server = loopback_addr(&authority(url, "https://")?)?;
-    let endpoint = endpoint(&shared.args, server, hashes)?;
-    let mut session = Session::open(&endpoint, url, index, 0).await?;
+    let target = Target::new(url)?;
+    let endpoint = endpoint(&shared.args, target.addr, hashes)?;
+    let mut session = Session::open(&endpoint, &target, index, 0).await?;
     session
         .send_now(&ClientMsg::Join(Profile {
             name: "newcomer".into(),

@@ -2,16 +2,39 @@
 //! the client endpoints (UDP sockets with large buffers) its sessions use.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use anyhow::{Context, ensure};
-use wtransport::endpoint::endpoint_side;
-use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Endpoint};
+use wtransport::ClientConfig;
+use wtransport::quinn;
+use wtransport::tls::client::build_default_tls_config;
+use wtransport::tls::rustls::RootCertStore;
 
 use crate::args::Args;
+use crate::pinned::PinnedCertificate;
 
 /// A client endpoint: one UDP socket that many sessions share.
-pub type ClientEndpoint = Endpoint<endpoint_side::Client>;
+pub type ClientEndpoint = quinn::Endpoint;
+
+/// A server to open sessions at: its `https://` URL and the loopback
+/// address it names, resolved once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The session URL, sent in the CONNECT request.
+    pub url: Arc<str>,
+    /// Where the connection goes.
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// `url`, which must name a loopback address.
+    pub fn new(url: &str) -> anyhow::Result<Target> {
+        Ok(Target {
+            url: Arc::from(url),
+            addr: loopback_addr(&authority(url, "https://")?)?,
+        })
+    }
+}
 
 /// `host:port` of an `https://` or `http://` URL.
 pub fn authority(url: &str, scheme: &str) -> anyhow::Result<String> {
@@ -39,7 +62,11 @@ pub fn loopback_addr(authority: &str) -> anyhow::Result<SocketAddr> {
 
 /// One client endpoint on its own loopback UDP socket (of `server`'s
 /// address family), with `--udp-buffer-bytes` buffers; it pins `hashes`, or
-/// accepts any certificate when there are none (`--insecure`).
+/// accepts any certificate when there are none (`--insecure`), without
+/// verifying the handshake's signature ([`PinnedCertificate`]). A plain
+/// quinn endpoint: sessions run on the thin client of
+/// [`quicmatch::webtransport::ClientSession`]; wtransport's builder only
+/// makes the QUIC and TLS settings (the native client's).
 ///
 /// Not [`quicmatch::client::Connector`]: that binds a default socket, and
 /// the generator needs large buffers to keep thousands of sessions on few
@@ -54,16 +81,15 @@ pub fn endpoint(
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
     let socket = quicmatch::transport::bind_udp(ip, 0, args.udp_buffer_bytes)?;
-    let builder = ClientConfig::builder().with_bind_socket(socket);
-    let builder = match hashes {
-        Some(hashes) => {
-            builder.with_server_certificate_hashes(hashes.iter().map(|&h| Sha256Digest::new(h)))
-        }
-        None => builder.with_no_cert_validation(),
-    };
-    Ok(Endpoint::client(quicmatch::transport::client_config(
-        builder,
-    ))?)
+    let tls = build_default_tls_config(
+        Arc::new(RootCertStore::empty()),
+        Some(PinnedCertificate::new(hashes)),
+    );
+    let builder = ClientConfig::builder()
+        .with_bind_default()
+        .with_custom_tls(tls);
+    let config = quicmatch::transport::client_config(builder);
+    Ok(quicmatch::webtransport::client_endpoint(socket, &config)?)
 }
 
 /// Warns on stderr when the kernel grants smaller socket buffers than

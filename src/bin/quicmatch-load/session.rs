@@ -1,20 +1,24 @@
-//! The generator's own minimal client session: a WebTransport connection and
+//! The generator's own minimal client session: a WebTransport session and
 //! its signaling stream, read and written from the task that owns it.
 //!
 //! Not [`quicmatch::client::Client`]: that runs a driver task and a resend
-//! timer per session; here one task drives a pair or a session and nothing
-//! else runs, which keeps the generator's cost low when it shares the machine
-//! with the server. Frames and datagrams still go through [`quicmatch::codec`].
+//! timer per session, over wtransport's client, which adds a worker task
+//! and channels per connection. Here the session is the thin
+//! [`ClientSession`] over quinn, one task drives a pair or a session and
+//! nothing else runs, which keeps the generator's cost low when it shares
+//! the machine with the server. Frames and datagrams still go through
+//! [`quicmatch::codec`].
 
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use quicmatch::codec::{self, FrameDecoder, encode_frame};
 use quicmatch::protocol::{ClientMsg, Gender, ServerMsg};
+use quicmatch::webtransport::ClientSession;
 use tokio::io::AsyncReadExt;
-use wtransport::{Connection, RecvStream, SendStream, VarInt};
+use wtransport::quinn::{RecvStream, SendStream};
 
-use crate::loopback::ClientEndpoint;
+use crate::loopback::{ClientEndpoint, Target};
 use crate::pacer::Pacer;
 use crate::shared::Shared;
 
@@ -42,7 +46,7 @@ pub struct Session {
     /// Generator-wide number: its name is `s{index}`, even ones are women.
     pub index: u32,
     /// The WebTransport session (chat datagrams go straight through it).
-    pub connection: Connection,
+    pub connection: ClientSession,
     /// The signaling stream, client to server.
     send: SendStream,
     /// The signaling stream, server to client.
@@ -54,22 +58,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens session `index` at `url` from `endpoint`, and its signaling
+    /// Opens session `index` at `target` from `endpoint`, and its signaling
     /// stream; frames are paced to `frame_rate`.
     pub async fn open(
         endpoint: &ClientEndpoint,
-        url: &str,
+        target: &Target,
         index: u32,
         frame_rate: u32,
     ) -> anyhow::Result<Session> {
-        let connection = endpoint
-            .connect(url)
+        let connection = ClientSession::connect(endpoint, target.addr, &target.url)
             .await
             .with_context(|| format!("session {index}: connect"))?;
         let (send, recv) = connection
             .open_bi()
-            .await
-            .with_context(|| format!("session {index}: open stream"))?
             .await
             .with_context(|| format!("session {index}: open stream"))?;
         Ok(Session {
@@ -163,7 +164,6 @@ impl Session {
 
     /// Closes the session with code 0, as a client leaving should.
     pub fn close(&self) {
-        self.connection
-            .close(VarInt::from_u32(0), b"load test done");
+        self.connection.close(0, b"load test done");
     }
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::args::Scenario;
-use crate::loopback::ClientEndpoint;
+use crate::loopback::{ClientEndpoint, Target};
 use crate::pair::Pair;
 use crate::session::{Session, gender_of, index_of, name_of};
 use crate::shared::{Counters, Shared};
@@ -33,16 +33,22 @@ pub struct MatchInfo {
 pub async fn connect_all(endpoints: &[Arc<ClientEndpoint>], shared: &Arc<Shared>) -> Vec<Session> {
     let args = &shared.args;
     let total = args.sessions();
-    let urls: Vec<Arc<str>> = args.url.iter().map(|u| Arc::from(u.as_str())).collect();
+    let targets: Vec<Target> = match args.url.iter().map(|url| Target::new(url)).collect() {
+        Ok(targets) => targets,
+        Err(error) => {
+            shared.error(format!("{error:#}"));
+            return Vec::new();
+        }
+    };
     let permits = Arc::new(Semaphore::new(args.connect_concurrency as usize));
     let mut set = JoinSet::new();
     for index in 0..total {
         let endpoint = endpoints[(index % args.connectors) as usize].clone();
-        let url = urls[args.node_of(index)].clone();
+        let target = targets[args.node_of(index)].clone();
         let (permits, shared) = (permits.clone(), shared.clone());
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.ok();
-            let result = connect_one(&endpoint, &url, index, &shared).await;
+            let result = connect_one(&endpoint, &target, index, &shared).await;
             if result.is_ok() {
                 Counters::add(&shared.counters.connected, 1);
             }
@@ -63,11 +69,11 @@ pub async fn connect_all(endpoints: &[Arc<ClientEndpoint>], shared: &Arc<Shared>
 /// Connects session `index` and proves the server has admitted it (ping).
 async fn connect_one(
     endpoint: &ClientEndpoint,
-    url: &str,
+    target: &Target,
     index: u32,
     shared: &Shared,
 ) -> anyhow::Result<Session> {
-    let mut session = Session::open(endpoint, url, index, shared.args.frame_rate).await?;
+    let mut session = Session::open(endpoint, target, index, shared.args.frame_rate).await?;
     // Unpaced, so that the Join after it is not held back.
     let nonce = u64::from(index);
     session.send_now(&ClientMsg::Ping { nonce }).await?;
