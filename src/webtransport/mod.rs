@@ -24,7 +24,8 @@
 //!
 //! On the wire it does what wtransport 0.7.2's server does, so every client
 //! that works with one works with the other (browsers, wtransport's client
-//! and so the native client and the load generator): the same SETTINGS
+//! and so the native client, this layer's own client and so the load
+//! generator): the same SETTINGS
 //! (QPACK dynamic table 0, extended CONNECT, `ENABLE_WEBTRANSPORT` and
 //! `WEBTRANSPORT_MAX_SESSIONS` = 1, `H3_DATAGRAM`), a response of
 //! `:status` only, a session close as a QUIC `CONNECTION_CLOSE` with the
