@@ -12,7 +12,9 @@ use crate::args::{Args, Scenario};
 use crate::chat::chat_pair;
 use crate::churn::churn;
 use crate::figures::{Figures, Phase};
-use crate::loopback::{ClientEndpoint, authority, endpoint, loopback_addr, warn_if_buffers_capped};
+use crate::loopback::{
+    ClientEndpoint, Target, authority, endpoint, loopback_addr, warn_if_buffers_capped,
+};
 use crate::procfs::{Sample, clock_ticks, sample, socket_drops};
 use crate::progress::progress;
 use crate::relay::relay_pair;
@@ -27,11 +29,12 @@ use crate::tasks::collect;
 /// or why it could not run at all.
 pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
     args.validate()?;
-    let servers: Vec<_> = args
+    let targets: Vec<Target> = args
         .url
         .iter()
-        .map(|url| loopback_addr(&authority(url, "https://")?))
+        .map(|url| Target::new(url))
         .collect::<anyhow::Result<_>>()?;
+    let servers: Vec<_> = targets.iter().map(|target| target.addr).collect();
     let server = servers[0];
     anyhow::ensure!(
         servers.iter().all(|s| s.is_ipv4() == server.is_ipv4()),
@@ -69,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<(Value, bool)> {
 
     // Connect.
     figures.idle = sample(pid);
-    let mut sessions = connect_all(&endpoints, &shared).await;
+    let mut sessions = connect_all(&endpoints, &targets, &shared).await;
     let connected = sample(pid);
     figures.connected = Some(Phase::between(&figures.idle, &connected, ticks));
 

@@ -29,17 +29,15 @@ pub struct MatchInfo {
 }
 
 /// Connects every session, `--connect-concurrency` handshakes at a time,
-/// spread over `endpoints`; failures are recorded and left out.
-pub async fn connect_all(endpoints: &[Arc<ClientEndpoint>], shared: &Arc<Shared>) -> Vec<Session> {
+/// spread over `endpoints`, each to its node's entry of `targets` (one
+/// per `--url`); failures are recorded and left out.
+pub async fn connect_all(
+    endpoints: &[Arc<ClientEndpoint>],
+    targets: &[Target],
+    shared: &Arc<Shared>,
+) -> Vec<Session> {
     let args = &shared.args;
     let total = args.sessions();
-    let targets: Vec<Target> = match args.url.iter().map(|url| Target::new(url)).collect() {
-        Ok(targets) => targets,
-        Err(error) => {
-            shared.error(format!("{error:#}"));
-            return Vec::new();
-        }
-    };
     let permits = Arc::new(Semaphore::new(args.connect_concurrency as usize));
     let mut set = JoinSet::new();
     for index in 0..total {
