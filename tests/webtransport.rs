@@ -193,6 +193,25 @@ fn client_endpoint(
     Ok(Endpoint::client(config)?)
 }
 
+/// Whether quinn saw the connection closed by the application with `code`
+/// and `reason`; `what` names the check in the error.
+fn closed_with(
+    error: &wtransport::quinn::ConnectionError,
+    code: u32,
+    reason: &[u8],
+    what: &str,
+) -> Result<()> {
+    match error {
+        wtransport::quinn::ConnectionError::ApplicationClosed(close) => ensure!(
+            close.error_code == wtransport::quinn::VarInt::from_u32(code)
+                && &close.reason[..] == reason,
+            "{what}: {error:?}"
+        ),
+        other => anyhow::bail!("{what}: {other:?}"),
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_with_the_wtransport_client() -> Result<()> {
     let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
@@ -270,11 +289,7 @@ async fn layer_with_the_wtransport_client() -> Result<()> {
         .await?
         .context("server side ended")?;
     match &closed {
-        Closed::Lost(wtransport::quinn::ConnectionError::ApplicationClosed(close)) => ensure!(
-            close.error_code == wtransport::quinn::VarInt::from_u32(7)
-                && &close.reason[..] == b"bye",
-            "client close as the server saw it: {closed:?}"
-        ),
+        Closed::Lost(lost) => closed_with(lost, 7, b"bye", "client close as the server saw it")?,
         other => anyhow::bail!("client close as the server saw it: {other:?}"),
     }
 
@@ -338,14 +353,7 @@ async fn layer_with_its_own_client() -> Result<()> {
     // The server closes: the client sees its code and reason.
     send.write_all(b"close").await?;
     let error = timeout(STEP, session.connection().closed()).await?;
-    match &error {
-        wtransport::quinn::ConnectionError::ApplicationClosed(close) => ensure!(
-            close.error_code == wtransport::quinn::VarInt::from_u32(4242)
-                && &close.reason[..] == b"closing now",
-            "close as the client saw it: {error:?}"
-        ),
-        other => anyhow::bail!("close as the client saw it: {other:?}"),
-    }
+    closed_with(&error, 4242, b"closing now", "close as the client saw it")?;
     let closed = timeout(STEP, ended.recv())
         .await?
         .context("server side ended")?;
@@ -365,11 +373,7 @@ async fn layer_with_its_own_client() -> Result<()> {
         .await?
         .context("server side ended")?;
     match &closed {
-        Closed::Lost(wtransport::quinn::ConnectionError::ApplicationClosed(close)) => ensure!(
-            close.error_code == wtransport::quinn::VarInt::from_u32(7)
-                && &close.reason[..] == b"bye",
-            "client close as the server saw it: {closed:?}"
-        ),
+        Closed::Lost(lost) => closed_with(lost, 7, b"bye", "client close as the server saw it")?,
         other => anyhow::bail!("client close as the server saw it: {other:?}"),
     }
 
