@@ -13,6 +13,7 @@
 //! after the handshake, for the life of the session: closing any of them
 //! would end it.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -23,9 +24,9 @@ use wtransport_proto::ids::SessionId;
 use wtransport_proto::session::SessionRequest;
 use wtransport_proto::settings::SettingId;
 
-use super::h3::{LOCAL_CONTROL, code};
+use super::h3::{FrameReader, LOCAL_CONTROL, Stop, VarintReader, code};
 use super::session::Datagrams;
-use super::wire::{self, BI_WEBTRANSPORT, ControlStream, FrameBuffer, RawFrame, UniKind};
+use super::wire::{self, BI_WEBTRANSPORT, ControlStream, RawFrame, UniKind};
 
 /// Why a session could not be opened, or a stream of it.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +107,10 @@ impl ClientSession {
         request: &SessionRequest,
     ) -> Result<ClientSession, ClientError> {
         let mut control = connection.open_uni().await?;
-        control.write_all(&LOCAL_CONTROL).await.map_err(write)?;
+        control
+            .write_all(&LOCAL_CONTROL)
+            .await
+            .map_err(Stop::from)?;
         let server_streams = server_settings(connection).await?;
 
         let (mut send, mut recv) = connection.open_bi().await?;
@@ -115,7 +119,7 @@ impl ClientSession {
         frame
             .write_to_buffer(&mut BufferWriter::new(&mut bytes))
             .expect("sized");
-        send.write_all(&bytes).await.map_err(write)?;
+        send.write_all(&bytes).await.map_err(Stop::from)?;
         let status = response_status(&mut recv).await?;
         if status != 200 {
             connection.close(code(ErrorCode::NoError), b"");
@@ -151,7 +155,7 @@ impl ClientSession {
         let len = writer.offset();
         send.write_all(header.get(..len).unwrap_or_default())
             .await
-            .map_err(write)?;
+            .map_err(Stop::from)?;
         Ok((send, recv))
     }
 
@@ -192,38 +196,25 @@ fn protocol(error: ErrorCode) -> ClientError {
     ClientError::Protocol(code(error).into_inner())
 }
 
-/// A failed write on a stream the session cannot do without.
-fn write(error: quinn::WriteError) -> ClientError {
-    match error {
-        quinn::WriteError::ConnectionLost(lost) => ClientError::Lost(lost),
-        _ => protocol(ErrorCode::ClosedCriticalStream),
+impl From<Stop> for ClientError {
+    /// A stream the session cannot do without failed.
+    fn from(stop: Stop) -> ClientError {
+        match stop {
+            Stop::Lost(lost) => ClientError::Lost(lost),
+            Stop::Protocol(error) => protocol(error),
+        }
     }
 }
 
-/// A failed read on a stream the session cannot do without.
-fn read(error: quinn::ReadError) -> ClientError {
-    match error {
-        quinn::ReadError::ConnectionLost(lost) => ClientError::Lost(lost),
-        _ => protocol(ErrorCode::ClosedCriticalStream),
-    }
-}
-
-/// Reads the next whole frame from `stream` into `frames`; a finished
-/// stream is a closed critical stream.
+/// The next whole frame of `stream`; a finished stream is a closed
+/// critical stream.
 async fn next_frame(
     stream: &mut RecvStream,
-    frames: &mut FrameBuffer,
+    frames: &mut FrameReader,
 ) -> Result<RawFrame, ClientError> {
-    loop {
-        if let Some(frame) = frames.take().map_err(protocol)? {
-            return Ok(frame);
-        }
-        let mut chunk = [0u8; 512];
-        match stream.read(&mut chunk).await.map_err(read)? {
-            Some(n) => frames.extend(chunk.get(..n).unwrap_or_default()),
-            None => return Err(protocol(ErrorCode::ClosedCriticalStream)),
-        }
-    }
+    poll_fn(|cx| frames.poll(stream, cx))
+        .await?
+        .ok_or(protocol(ErrorCode::ClosedCriticalStream))
 }
 
 /// Accepts the server's unidirectional streams until its control stream's
@@ -235,7 +226,7 @@ async fn server_settings(connection: &quinn::Connection) -> Result<Vec<RecvStrea
         let mut stream = connection.accept_uni().await?;
         let kind = stream_type(&mut stream).await?;
         if matches!(UniKind::of(kind), UniKind::Control) {
-            let mut frames = FrameBuffer::default();
+            let mut frames = FrameReader::default();
             let mut control = ControlStream::default();
             let settings = loop {
                 let frame = next_frame(&mut stream, &mut frames).await?;
@@ -264,35 +255,18 @@ async fn server_settings(connection: &quinn::Connection) -> Result<Vec<RecvStrea
     }
 }
 
-/// A unidirectional stream's type: its first varint, read byte by byte.
+/// A unidirectional stream's type: its first varint, read byte-exactly.
 async fn stream_type(stream: &mut RecvStream) -> Result<u64, ClientError> {
-    let mut bytes = [0u8; 8];
-    let mut have = 0;
-    loop {
-        let need = bytes.first().map_or(1, |&first| {
-            if have == 0 {
-                1
-            } else {
-                wire::varint_len(first)
-            }
-        });
-        if have == need {
-            return bytes
-                .get(..have)
-                .and_then(wire::varint)
-                .ok_or(protocol(ErrorCode::StreamCreation));
-        }
-        let slot = bytes.get_mut(have..need).unwrap_or_default();
-        match stream.read(slot).await.map_err(read)? {
-            Some(n) => have += n,
-            None => return Err(protocol(ErrorCode::StreamCreation)),
-        }
-    }
+    let mut kind = VarintReader::default();
+    poll_fn(|cx| kind.poll(stream, cx))
+        .await
+        .map_err(Stop::from)?
+        .ok_or(protocol(ErrorCode::StreamCreation))
 }
 
 /// The status the server answers the CONNECT request with.
 async fn response_status(stream: &mut RecvStream) -> Result<u16, ClientError> {
-    let mut frames = FrameBuffer::default();
+    let mut frames = FrameReader::default();
     loop {
         let frame = next_frame(stream, &mut frames).await?;
         if let Some(status) = wire::response_status(frame).map_err(protocol)? {

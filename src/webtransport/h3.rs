@@ -59,6 +59,16 @@ pub(super) enum Stop {
     Protocol(ErrorCode),
 }
 
+impl From<quinn::WriteError> for Stop {
+    /// A write error on a critical stream.
+    fn from(error: quinn::WriteError) -> Stop {
+        match error {
+            quinn::WriteError::ConnectionLost(lost) => Stop::Lost(lost),
+            _ => Stop::Protocol(ErrorCode::ClosedCriticalStream),
+        }
+    }
+}
+
 impl From<ReadError> for Stop {
     /// A read error on a critical stream.
     fn from(error: ReadError) -> Stop {
@@ -119,14 +129,14 @@ pub(super) fn refuse_bi(send: &mut SendStream, recv: &mut RecvStream, code: VarI
 /// A QUIC varint read byte-exactly from a stream (nothing past it is
 /// consumed, so the application gets the stream at its first byte).
 #[derive(Debug, Default)]
-struct VarintReader {
+pub(super) struct VarintReader {
     bytes: [u8; 8],
     have: usize,
 }
 
 impl VarintReader {
     /// `Ok(None)` when the stream ended before the varint was whole.
-    fn poll(
+    pub(super) fn poll(
         &mut self,
         stream: &mut RecvStream,
         cx: &mut Context,
@@ -159,13 +169,13 @@ impl VarintReader {
 
 /// HTTP/3 frames read from a stream we own for good (over-reading is fine).
 #[derive(Debug, Default)]
-struct FrameReader {
+pub(super) struct FrameReader {
     frames: FrameBuffer,
 }
 
 impl FrameReader {
     /// The next whole frame; `Ok(None)` at the stream's end.
-    fn poll(
+    pub(super) fn poll(
         &mut self,
         stream: &mut RecvStream,
         cx: &mut Context,
@@ -240,13 +250,7 @@ impl H3 {
     /// Opens our control stream and sends our SETTINGS.
     pub(super) async fn open(connection: &quinn::Connection) -> Result<H3, Stop> {
         let mut control = connection.open_uni().await.map_err(Stop::Lost)?;
-        control
-            .write_all(&LOCAL_CONTROL)
-            .await
-            .map_err(|error| match error {
-                quinn::WriteError::ConnectionLost(lost) => Stop::Lost(lost),
-                _ => Stop::Protocol(ErrorCode::ClosedCriticalStream),
-            })?;
+        control.write_all(&LOCAL_CONTROL).await?;
         Ok(H3 {
             _control: control,
             uni: Vec::new(),
