@@ -57,6 +57,12 @@ pub struct Args {
     #[arg(long)]
     pub insecure: bool,
 
+    /// Every session a full TLS handshake, as a first visit is: no session
+    /// resumption (by default, like a browser, the sessions resume with the
+    /// server's tickets, and the server signs no handshake).
+    #[arg(long)]
+    pub no_resumption: bool,
+
     /// Pairs: 2 × pairs sessions, half women, half men.
     #[arg(long, default_value_t = 100)]
     pub pairs: u32,

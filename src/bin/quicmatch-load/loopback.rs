@@ -9,6 +9,7 @@ use wtransport::ClientConfig;
 use wtransport::quinn;
 use wtransport::tls::client::build_default_tls_config;
 use wtransport::tls::rustls::RootCertStore;
+use wtransport::tls::rustls::client::Resumption;
 
 use crate::args::Args;
 use crate::pinned::PinnedCertificate;
@@ -63,7 +64,8 @@ pub fn loopback_addr(authority: &str) -> anyhow::Result<SocketAddr> {
 /// One client endpoint on its own loopback UDP socket (of `server`'s
 /// address family), with `--udp-buffer-bytes` buffers; it pins `hashes`, or
 /// accepts any certificate when there are none (`--insecure`), without
-/// verifying the handshake's signature ([`PinnedCertificate`]). A plain
+/// verifying the handshake's signature ([`PinnedCertificate`]); its
+/// sessions resume with the server's tickets unless `--no-resumption`. A plain
 /// quinn endpoint: sessions run on the thin client of
 /// [`quicmatch::webtransport::ClientSession`]; wtransport's builder only
 /// makes the QUIC and TLS settings (the native client's).
@@ -81,10 +83,13 @@ pub fn endpoint(
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
     let socket = quicmatch::transport::bind_udp(ip, 0, args.udp_buffer_bytes)?;
-    let tls = build_default_tls_config(
+    let mut tls = build_default_tls_config(
         Arc::new(RootCertStore::empty()),
         Some(PinnedCertificate::new(hashes)),
     );
+    if args.no_resumption {
+        tls.resumption = Resumption::disabled();
+    }
     let builder = ClientConfig::builder()
         .with_bind_default()
         .with_custom_tls(tls);

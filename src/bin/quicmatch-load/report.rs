@@ -86,6 +86,7 @@ pub fn report(shared: &Shared, f: &mut Figures) -> (Value, bool) {
         "messages_per_pair": args.scenario.sends_messages().then_some(args.messages),
         "payload_bytes": match args.scenario { Scenario::Relay => Some(args.payload_bytes), Scenario::Chat => Some(args.chat_bytes), _ => None },
         "connectors": args.connectors,
+        "tls_resumption": !args.no_resumption,
         "frame_rate": args.frame_rate,
         "datagram_rate": args.datagram_rate,
         "connected": connected,
