@@ -102,7 +102,7 @@ pub struct Config {
     #[arg(long, env = "DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_secs: u64,
 
-    /// Kernel UDP receive and send buffer size in bytes (raise net.core.rmem_max / wmem_max to allow large values).
+    /// Kernel UDP receive and send buffer size in bytes (raise net.core.rmem_max / wmem_max to allow large values, or run with CAP_NET_ADMIN, which sets them past those limits).
     #[arg(long, env = "UDP_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub udp_buffer_bytes: usize,
 
