@@ -22,12 +22,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use quicmatch::{tls, transport, webtransport};
+use quicmatch::{transport, webtransport};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use wtransport::quinn;
@@ -35,6 +34,9 @@ use wtransport::tls::Sha256Digest;
 use wtransport::tls::client::{ServerHashVerification, build_default_tls_config};
 use wtransport::tls::rustls::RootCertStore;
 use wtransport::tls::rustls::client::Resumption;
+
+#[path = "common/loopback_server.rs"]
+mod loopback_server;
 
 /// The load generator's readers of /proc, shared rather than copied.
 #[allow(dead_code)]
@@ -139,20 +141,7 @@ fn main() -> anyhow::Result<()> {
 /// Serves sessions: each answers its first stream's 9 bytes with 6 and then
 /// waits for the client to close.
 async fn serve(port: u16, udp_buffer_bytes: usize) -> anyhow::Result<()> {
-    let identity = tls::self_signed(&[], tls::SELF_SIGNED_VALIDITY)?;
-    let hash = identity
-        .pinned_hash
-        .map(|hash| base64::engine::general_purpose::STANDARD.encode(hash))
-        .unwrap_or_default();
-    let socket = transport::bind_udp(IpAddr::V4(Ipv4Addr::LOCALHOST), port, udp_buffer_bytes)?;
-    let transport_config =
-        transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
-    let mut config = webtransport::server_config(
-        tls::server_tls_config(&identity.identity)?,
-        transport_config,
-    )?;
-    config.migration(false);
-    let endpoint = webtransport::endpoint(socket, config)?;
+    let (endpoint, hash) = loopback_server::endpoint(port, udp_buffer_bytes, |_| {})?;
     println!(
         "QUIC floor server on {}, certificate hash {hash}",
         endpoint.local_addr()?

@@ -17,19 +17,19 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use base64::Engine;
 use clap::Parser;
 use quicmatch::codec::{self, FrameDecoder, encode_frame, server_relay_frame};
 use quicmatch::protocol::{ClientMsg, Gender, Profile, ServerMsg};
 use quicmatch::webtransport::{self, Datagrams, Event};
-use quicmatch::{tls, transport};
 use tokio::io::AsyncReadExt;
 use wtransport::quinn;
+
+#[path = "common/loopback_server.rs"]
+mod loopback_server;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -156,25 +156,9 @@ fn main() -> anyhow::Result<()> {
 /// Binds 127.0.0.1, prints the session URL and certificate hash (which
 /// `scripts/load-smoke.sh` reads), and serves sessions until killed.
 async fn run(args: Args) -> anyhow::Result<()> {
-    let identity = tls::self_signed(&[], tls::SELF_SIGNED_VALIDITY)?;
-    let hash = identity
-        .pinned_hash
-        .map(|hash| base64::engine::general_purpose::STANDARD.encode(hash))
-        .unwrap_or_default();
-    let socket = transport::bind_udp(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        args.port,
-        args.udp_buffer_bytes,
-    )?;
-    let mut transport_config =
-        transport::transport_config(Duration::from_secs(30), Duration::from_secs(10))?;
-    args.tuning.apply(&mut transport_config);
-    let mut config = webtransport::server_config(
-        tls::server_tls_config(&identity.identity)?,
-        transport_config,
-    )?;
-    config.migration(false);
-    let endpoint = webtransport::endpoint(socket, config)?;
+    let (endpoint, hash) = loopback_server::endpoint(args.port, args.udp_buffer_bytes, |config| {
+        args.tuning.apply(config)
+    })?;
     println!(
         "thin floor server on https://{}/signal, certificate hash {hash}",
         endpoint.local_addr()?
