@@ -86,9 +86,9 @@ pub fn client_config(builder: ClientConfigBuilder<WantsTransportConfigClient>) -
     config
 }
 
-/// Binds a UDP socket at `ip:port` with `buffer` bytes of kernel buffers
-/// (see [`size_udp_buffers`]). An unspecified IPv6 address (`::`) also
-/// takes IPv4; a specific one only IPv6.
+/// Binds a UDP socket at `ip:port` with `buffer` bytes of kernel buffers,
+/// past the kernel's limits when the process holds `CAP_NET_ADMIN`. An
+/// unspecified IPv6 address (`::`) also takes IPv4; a specific one only IPv6.
 pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocket> {
     let addr = SocketAddr::new(ip, port);
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -109,7 +109,7 @@ pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocke
 /// it), the buffers are set past those limits with `SO_RCVBUFFORCE` and
 /// `SO_SNDBUFFORCE`, as other QUIC servers do. A receive buffer still
 /// smaller than asked is logged as a warning (docs/deploy.md §2).
-pub fn size_udp_buffers(socket: &Socket, buffer: usize) {
+fn size_udp_buffers(socket: &Socket, buffer: usize) {
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
     let capped = |granted: std::io::Result<usize>| granted.is_ok_and(|got| usable(got) < buffer);
