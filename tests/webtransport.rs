@@ -300,6 +300,26 @@ async fn layer_with_the_wtransport_client() -> Result<()> {
 // ---------------------------------------------------------------------------
 // The layer's own client against its server
 
+/// A session of the layer's own client at the echo server's `/echo`, with
+/// one stream open.
+async fn echo_session(
+    client: &wtransport::quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    url: &str,
+) -> Result<(
+    ClientSession,
+    wtransport::quinn::SendStream,
+    wtransport::quinn::RecvStream,
+)> {
+    let session = timeout(
+        STEP,
+        ClientSession::connect(client, addr, &format!("{url}/echo")),
+    )
+    .await??;
+    let (send, recv) = timeout(STEP, session.open_bi()).await??;
+    Ok((session, send, recv))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_with_its_own_client() -> Result<()> {
     let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
@@ -326,12 +346,7 @@ async fn layer_with_its_own_client() -> Result<()> {
     }
 
     // A session: stream echo, datagram echo.
-    let session = timeout(
-        STEP,
-        ClientSession::connect(&client, addr, &format!("{url}/echo")),
-    )
-    .await??;
-    let (mut send, mut recv) = timeout(STEP, session.open_bi()).await??;
+    let (session, mut send, mut recv) = echo_session(&client, addr, &url).await?;
     send.write_all(b"hello").await?;
     let mut buf = [0u8; 64];
     let n = timeout(STEP, recv.read(&mut buf)).await??.context("echo")?;
@@ -360,12 +375,7 @@ async fn layer_with_its_own_client() -> Result<()> {
     ensure!(matches!(closed, Closed::Lost(_)), "server side: {closed:?}");
 
     // The client closes: the server sees its code and reason.
-    let session = timeout(
-        STEP,
-        ClientSession::connect(&client, addr, &format!("{url}/echo")),
-    )
-    .await??;
-    let (mut send, mut recv) = timeout(STEP, session.open_bi()).await??;
+    let (session, mut send, mut recv) = echo_session(&client, addr, &url).await?;
     send.write_all(b"x").await?;
     timeout(STEP, recv.read(&mut buf)).await??;
     session.close(7, b"bye");
