@@ -112,9 +112,10 @@ pub fn bind_udp(ip: IpAddr, port: u16, buffer: usize) -> anyhow::Result<UdpSocke
 fn size_udp_buffers(socket: &Socket, buffer: usize) {
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
-    let capped = |granted: std::io::Result<usize>| granted.is_ok_and(|got| usable(got) < buffer);
     #[cfg(target_os = "linux")]
     {
+        let capped =
+            |granted: std::io::Result<usize>| granted.is_ok_and(|got| usable(got) < buffer);
         let mut forced = false;
         if capped(socket.recv_buffer_size()) {
             forced |= force_buffer(socket, libc::SO_RCVBUFFORCE, buffer).is_ok();
